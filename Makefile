@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make run` (serve) and `make test` (pass the tests).
+# Both create .venv and install what is needed; nothing else is required.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+PORT ?= 8080
+REMOTE_DATA_DIR ?= ./remote_data
+VAR_DIR ?= ./var
+# Your own server.ini when there is one, else the documented example.
+INI ?= $(firstword $(wildcard server.ini) server.ini.example)
+
+.PHONY: venv run test lint clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/co2unit-server serve --ini $(INI) --port $(PORT) \
+		--remote-data-dir $(REMOTE_DATA_DIR) --var-dir $(VAR_DIR)
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

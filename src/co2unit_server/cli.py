@@ -1,0 +1,85 @@
+"""The `co2unit-server` command line: one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from . import serve
+from .config import ConfigError, describe_settings, load_config
+
+DEFAULT_INI = Path("server.ini.example")
+
+
+def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    ini = Path(args.ini)
+    if not ini.exists():
+        print(f"co2unit-server serve: no such ini file: {ini}", file=sys.stderr)
+        return 2
+    env = serve.serve_environ(environ, ini, args.remote_data_dir, args.var_dir)
+    try:
+        # Fail here, with a clear message, rather than in a uWSGI worker.
+        load_config(env)
+    except ConfigError as exc:
+        print(f"co2unit-server serve: {exc}", file=sys.stderr)
+        return 2
+    argv = serve.uwsgi_argv(ini, args.port, args.host, serve.system_somaxconn())
+    print("co2unit-server serve:", " ".join(argv), file=sys.stderr)
+    serve.exec_uwsgi(argv, env)
+    return 0  # not reached
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ini", default=str(DEFAULT_INI),
+                   help="uWSGI ini with [uwsgi] and [co2unit] sections (default: %(default)s)")
+    p.add_argument("--port", type=int, help="port to listen on (default: the ini's http)")
+    p.add_argument("--host", default="", help="address to bind with --port (default: all)")
+    p.add_argument("--remote-data-dir", help="overrides remote_data_dir")
+    p.add_argument("--var-dir", help="overrides var_dir")
+
+
+def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    cfg = load_config(environ, Path(args.ini) if args.ini else None)
+    for name, env, default, help_text in describe_settings():
+        value = getattr(cfg, name)
+        shown = ",".join(value) if isinstance(value, tuple) else str(value)
+        print(f"{name} = {shown}\n    {env}, default {default}: {help_text}")
+    return 0
+
+
+def _add_settings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ini", help="ini file whose [co2unit] section to apply")
+
+
+# (name, help, add_arguments, run): each later capability adds its row here.
+COMMANDS: list[tuple[str, str, Callable, Callable]] = [
+    ("serve", "run the unit server under uWSGI", _add_serve, _serve),
+    ("settings", "show every setting, its effective value and documentation",
+     _add_settings, _settings),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="co2unit-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args, os.environ)
+    except ConfigError as exc:
+        print(f"co2unit-server {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""All settings in one table: defaults, then an ini file's [co2unit] section, then environment.
+
+Settings are data (name, default, help): the same table feeds loading, validation, the
+`co2unit-server settings` listing and the README, and a test fails if one is undocumented.
+Only the entry points (cli.py, wsgi.py) hand the process environment in; nothing else reads it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+INI_SECTION = "co2unit"
+ENV_PREFIX = "CO2UNIT_"
+# Names the environment variable that points at the ini file holding the [co2unit] section.
+CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _name_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _pattern(raw: str) -> str:
+    re.compile(raw)
+    return raw
+
+
+def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "help": help})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server and toolchain can be told; see SETTINGS for the help texts."""
+
+    remote_data_dir: Path = _setting(
+        Path("remote_data"), Path,
+        "Root of what units push (`<hw_id>/data`, `<hw_id>/errors`) and pull (`<hw_id>/updates`).")
+    var_dir: Path = _setting(
+        Path("var"), Path,
+        "Runtime state: `pings/` logs, `db.sqlite3`, generated pages in `pub/`, push `locks/`.")
+    max_body_bytes: int = _setting(
+        64 * 1024, _positive_int, "Largest request body accepted; larger gets 413.")
+    max_file_bytes: int = _setting(
+        32 * 1024 * 1024, _positive_int, "Largest pushed file; a write past it gets 413.")
+    min_free_bytes: int = _setting(
+        64 * 1024 * 1024, _positive_int,
+        "Free space the data disk must keep; below it pushes get 507 and nothing is written.")
+    push_dirs: tuple[str, ...] = _setting(
+        ("data", "errors"), _name_list,
+        "Comma-separated top-level directories units may push into (never `updates`).")
+    hw_id_pattern: str = _setting(
+        r"co2unit-[0-9a-f]{12}", _pattern, "Regular expression a hardware ID must fully match.")
+    ping_rotate_bytes: int = _setting(
+        100 * 1024, _positive_int, "Size at which the ping log moves on to the next pings-NNNN.tsv.")
+    recent_pings: int = _setting(
+        20, _positive_int, "How many pings /status/alive/recent shows.")
+    db_busy_timeout_ms: int = _setting(
+        2000, _positive_int,
+        "How long a ping waits for a locked database before giving up (the TSV line is kept).")
+    log_level: str = _setting(
+        "INFO", str.upper, "Python logging level of the server (DEBUG, INFO, WARNING, ERROR).")
+
+    @property
+    def db_path(self) -> Path:
+        return self.var_dir / "db.sqlite3"
+
+    @property
+    def pings_dir(self) -> Path:
+        return self.var_dir / "pings"
+
+    @property
+    def pub_dir(self) -> Path:
+        return self.var_dir / "pub"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.var_dir / "locks"
+
+    def validate(self) -> Config:
+        """Refuse settings that would make the server unsafe."""
+        if "updates" in self.push_dirs:
+            raise ConfigError("push_dirs must not contain 'updates': units install what is there")
+        for name in self.push_dirs:
+            if "/" in name or name in ("", ".", ".."):
+                raise ConfigError(f"push_dirs entry {name!r} is not a plain directory name")
+        return self
+
+
+SETTINGS: tuple[dataclasses.Field, ...] = dataclasses.fields(Config)
+
+
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+def _parse(name: str, raw: str, source: str) -> Any:
+    setting = next(s for s in SETTINGS if s.name == name)
+    try:
+        return setting.metadata["parse"](raw)
+    except (ValueError, re.error) as exc:
+        raise ConfigError(f"{source}: setting {name}={raw!r}: {exc}") from exc
+
+
+def read_ini(path: Path) -> dict[str, str]:
+    """Return the [co2unit] section of an ini file (uWSGI's own [uwsgi] section is ignored)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    if not parser.read(path):
+        raise ConfigError(f"cannot read config file {path}")
+    if not parser.has_section(INI_SECTION):
+        return {}
+    known = {s.name for s in SETTINGS}
+    section = dict(parser.items(INI_SECTION))
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) in [{INI_SECTION}]: {', '.join(unknown)}")
+    return section
+
+
+def load_config(
+    environ: Mapping[str, str] | None = None,
+    ini_path: Path | None = None,
+    **overrides: Any,
+) -> Config:
+    """Build the Config: defaults < ini [co2unit] < CO2UNIT_* environment < overrides."""
+    environ = environ or {}
+    values: dict[str, Any] = {}
+    ini_path = ini_path or (Path(environ[CONFIG_FILE_ENV]) if environ.get(CONFIG_FILE_ENV) else None)
+    if ini_path is not None:
+        for name, raw in read_ini(ini_path).items():
+            values[name] = _parse(name, raw, str(ini_path))
+    for setting in SETTINGS:
+        raw = environ.get(env_name(setting.name))
+        if raw is not None and raw != "":
+            values[setting.name] = _parse(setting.name, raw, env_name(setting.name))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Config(**values).validate()
+
+
+def describe_settings() -> list[tuple[str, str, str, str]]:
+    """Rows of (setting, environment variable, default, help) for docs and the CLI."""
+    rows = []
+    for setting in SETTINGS:
+        default = setting.default
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        rows.append((setting.name, env_name(setting.name), shown, setting.metadata["help"]))
+    return rows
