@@ -1,0 +1,49 @@
+"""Every error the server can answer, declared once: code, HTTP status, default message."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+
+class ErrorCode(Enum):
+    """(HTTP status, default message) of each error code in a JSON error body."""
+
+    BAD_HW_ID = (400, "hardware ID does not match the configured pattern")
+    BAD_PATH = (400, "path segments must be plain names")
+    BAD_OFFSET = (400, "offset must be a non-negative integer")
+    BAD_QUERY = (400, "invalid query parameter")
+    INCOMPLETE_BODY = (400, "request body shorter than Content-Length; nothing was written")
+    FORBIDDEN_DIR = (403, "this directory cannot be pushed to")
+    NOT_FOUND = (404, "no such resource")
+    LENGTH_REQUIRED = (411, "Content-Length is required")
+    BODY_TOO_LARGE = (413, "request body larger than allowed")
+    FILE_TOO_LARGE = (413, "pushed file would grow past the allowed size")
+    SKIPPED_PART_OF_FILE = (416, "offset is past the end of the server's copy")
+    INTERNAL_ERROR = (500, "internal server error")
+    INSUFFICIENT_STORAGE = (507, "not enough free disk space on the server")
+
+    @property
+    def status(self) -> int:
+        return self.value[0]
+
+    @property
+    def default_message(self) -> str:
+        return self.value[1]
+
+
+class ApiError(Exception):
+    """An error answered as JSON {"error": CODE, "message": ..., **extra}."""
+
+    def __init__(self, code: ErrorCode, message: str | None = None, **extra: Any) -> None:
+        super().__init__(message or code.default_message)
+        self.code = code
+        self.message = message or code.default_message
+        self.extra = extra
+
+    @property
+    def status(self) -> int:
+        return self.code.status
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code.name, "message": self.message, **self.extra}

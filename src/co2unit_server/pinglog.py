@@ -1,0 +1,164 @@
+"""The alive-ping log: var/pings/pings-NNNN.tsv (the record of truth) and the `pings` table."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from . import db
+
+log = logging.getLogger(__name__)
+
+PING_FILE_RE = re.compile(r"pings-(\d{4,})\.tsv")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+TAIL_BLOCK = 8192
+
+
+@dataclass(frozen=True)
+class Ping:
+    ts: datetime  # UTC, naive, as the reference wrote it
+    hw_id: str
+    site_code: str | None
+    rssi_raw: int | None = None
+    rssi_dbm: int | None = None
+    ber_raw: int | None = None
+
+    @property
+    def ts_text(self) -> str:
+        # Always with microseconds (isoformat() drops them when zero): the importer's key.
+        return self.ts.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+    def tsv_line(self) -> str:
+        """ts, hw_id, site_code, rssi_raw, rssi_dbm, ber_raw; missing values as `None`."""
+        fields = [self.ts_text, self.hw_id, self.site_code, self.rssi_raw, self.rssi_dbm,
+                  self.ber_raw]
+        # A nickname is free text: a tab or newline in it must not break the TSV.
+        return "\t".join(_CONTROL.sub(" ", str(f)) for f in fields) + "\n"
+
+    def db_row(self) -> tuple:
+        nickname = None if self.site_code in (None, "None") else self.site_code
+        return (self.ts_text, self.ts.strftime("%Y-%m-%d"), self.ts.strftime("%H:%M:%S"),
+                self.hw_id, nickname, self.rssi_raw, self.rssi_dbm, self.ber_raw)
+
+
+INSERT_PING = """INSERT OR IGNORE INTO pings
+    (ping_ts, ping_date, ping_time, unit_id, nickname, rssi_raw, rssi_dbm, ber_raw)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+def ping_files(pings_dir: Path) -> list[Path]:
+    """The ping logs in sequence order."""
+    try:
+        names = [n for n in os.listdir(pings_dir) if PING_FILE_RE.fullmatch(n)]
+    except FileNotFoundError:
+        return []
+    return [pings_dir / n for n in sorted(names, key=lambda n: int(n[6:-4]))]
+
+
+class PingLog:
+    """Appends pings to the rotating TSV log and inserts them into the database."""
+
+    def __init__(self, pings_dir: Path, rotate_bytes: int, lock_path: Path, db_path: Path,
+                 busy_timeout_ms: int) -> None:
+        self.pings_dir = pings_dir
+        self.rotate_bytes = rotate_bytes
+        self.lock_path = lock_path
+        self.db_path = db_path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+
+    def record(self, ping: Ping) -> None:
+        """Append the ping to the TSV; then insert it, logging (not raising) database errors."""
+        self._append(ping.tsv_line().encode("utf-8"))
+        try:
+            self._connection().execute(INSERT_PING, ping.db_row())
+        except (sqlite3.Error, OSError):
+            log.exception("ping of %s is in the TSV log but not in %s", ping.hw_id, self.db_path)
+            self._local.conn = None
+
+    def _append(self, line: bytes) -> None:
+        with self._locked():
+            path = self._current_file()
+            # One write() with O_APPEND: the line lands whole at the end.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+
+    def _current_file(self) -> Path:
+        """The file to append to, starting the next one once the last passes rotate_bytes."""
+        files = ping_files(self.pings_dir)
+        if not files:
+            self.pings_dir.mkdir(parents=True, exist_ok=True)
+            return self.pings_dir / "pings-0000.tsv"
+        last = files[-1]
+        if last.stat().st_size < self.rotate_bytes:
+            return last
+        return self.pings_dir / f"pings-{int(last.name[6:-4]) + 1:04d}.tsv"
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Rotation must be decided by one process at a time; appends are atomic anyway.
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, reopened when the database file was replaced."""
+        try:
+            st = self.db_path.stat()
+            identity = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            identity = None
+        cached = getattr(self._local, "conn", None)
+        if cached is not None and cached[1] == identity:
+            return cached[0]
+        if cached is not None:
+            cached[0].close()
+        conn = db.connect(self.db_path, self.busy_timeout_ms)
+        db.init_schema(conn)
+        st = self.db_path.stat()
+        self._local.conn = (conn, (st.st_dev, st.st_ino))
+        return conn
+
+    def recent(self, count: int) -> list[str]:
+        """The last `count` TSV lines, newest first, read from the end of the newest files."""
+        lines: list[str] = []
+        for path in reversed(ping_files(self.pings_dir)):
+            lines.extend(reversed(tail_lines(path, count - len(lines))))
+            if len(lines) >= count:
+                break
+        return lines[:count]
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last `count` complete lines of a file, reading backwards block by block."""
+    if count <= 0:
+        return []
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        data = b""
+        position = end
+        while position > 0 and data.count(b"\n") <= count:
+            step = min(TAIL_BLOCK, position)
+            position -= step
+            f.seek(position)
+            data = f.read(step) + data
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if position > 0:
+        lines = lines[1:]  # the first line read may be cut
+    return lines[-count:]

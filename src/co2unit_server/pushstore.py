@@ -1,0 +1,221 @@
+"""Storage of pushed files: resumable, durable, gap-free writes and the units' ack_file.
+
+Rules (PROTOCOL.md plus ours): bytes go only at an offset inside or at the end of the stored
+file, never past it; a re-sent chunk with the same bytes changes nothing; different bytes over a
+stored range mean a new SD card, so the whole pushed directory is moved aside to `superseded/`
+first; every byte is fsynced before it is acknowledged; one directory's pushes are serialised
+with a lock shared by all uWSGI processes and threads.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .errors import ApiError, ErrorCode
+
+log = logging.getLogger(__name__)
+
+SUPERSEDED_DIR = "superseded"
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The server's position a unit resynchronises to: a file name and its stored size."""
+
+    name: str
+    size: int
+
+    def as_json(self) -> list:
+        return [self.name, self.size, self.size]
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a new file, a rename) survive a crash."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(path: Path) -> None:
+    """Create `path` and its missing parents, fsyncing each new entry into its parent."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        fsync_dir(directory.parent)
+
+
+def file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class PushStore:
+    """Pushed files under `<root>/<hw_id>/<dir>/<file>`."""
+
+    def __init__(self, root: Path, locks_dir: Path, push_dirs: Sequence[str],
+                 max_file_bytes: int, min_free_bytes: int) -> None:
+        self.root = root.resolve()
+        self.locks_dir = locks_dir
+        self.push_dirs = tuple(push_dirs)
+        self.max_file_bytes = max_file_bytes
+        self.min_free_bytes = min_free_bytes
+
+    def check_pushable(self, segments: Sequence[str]) -> None:
+        """Refuse a push outside the configured directories (never into `updates/`)."""
+        if len(segments) < 2 or segments[0] not in self.push_dirs:
+            raise ApiError(ErrorCode.FORBIDDEN_DIR,
+                           f"pushes go into {', '.join(d + '/' for d in self.push_dirs)} only; "
+                           f"refused {'/'.join(segments)!r}")
+
+    def push(self, hw_id: str, segments: Sequence[str], offset: int, data: bytes) -> Ack:
+        """Store `data` at `offset` of the file and return the directory's ack."""
+        self.check_pushable(segments)
+        *dir_segments, name = segments
+        if offset + len(data) > self.max_file_bytes:
+            raise ApiError(ErrorCode.FILE_TOO_LARGE,
+                           f"{name} would reach {offset + len(data)} bytes; the limit is "
+                           f"{self.max_file_bytes}")
+        directory = self.root.joinpath(hw_id, *dir_segments)
+        path = directory / name
+        with self._locked(hw_id, dir_segments):
+            self._check_not_shadowed(path)
+            size = file_size(path)
+            if offset > size:
+                raise self._skipped(name, size, offset)
+            if not self._matches_stored(path, offset, data[: size - offset]):
+                self._supersede(hw_id, dir_segments, name, offset)
+                size = 0
+                if offset > 0:
+                    raise self._skipped(name, size, offset)
+            new_bytes = data[size - offset:]
+            if new_bytes:
+                self._write(path, size, new_bytes)
+            return self._last_file(directory) or Ack(name, file_size(path))
+
+    @staticmethod
+    def _skipped(name: str, size: int, offset: int) -> ApiError:
+        return ApiError(ErrorCode.SKIPPED_PART_OF_FILE,
+                        f"offset {offset} is past the {size} bytes stored of {name}; "
+                        "re-send from the acknowledged size",
+                        ack_file=[name, size, size])
+
+    def _check_not_shadowed(self, path: Path) -> None:
+        """Refuse a push whose file or directory would collide with an existing entry."""
+        for parent in [path, *path.parents]:
+            if parent == self.root:
+                return
+            expected_dir = parent != path
+            if parent.exists() and parent.is_dir() != expected_dir:
+                kind = "a directory" if parent.is_dir() else "a file"
+                raise ApiError(ErrorCode.BAD_PATH,
+                               f"{parent.relative_to(self.root)} is {kind} on the server")
+
+    @staticmethod
+    def _matches_stored(path: Path, offset: int, overlap: bytes) -> bool:
+        """True when the stored bytes at `offset` equal the start of the re-sent chunk."""
+        if not overlap:
+            return True
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(len(overlap)) == overlap
+
+    def _write(self, path: Path, size: int, new_bytes: bytes) -> None:
+        """Write `new_bytes` at `size` and fsync; on failure leave the file as it was."""
+        self._check_free_space(len(new_bytes))
+        make_dirs_durable(path.parent)
+        existed = path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(new_bytes)
+            position = size
+            while view:
+                written = os.pwrite(fd, view, position)
+                view, position = view[written:], position + written
+            os.fsync(fd)
+        except OSError as exc:
+            self._undo_write(fd, path, size, existed)
+            if exc.errno in _NO_SPACE:
+                raise ApiError(ErrorCode.INSUFFICIENT_STORAGE,
+                               "the disk filled up while writing; nothing was stored") from exc
+            raise
+        finally:
+            os.close(fd)
+        if not existed:
+            fsync_dir(path.parent)
+
+    @staticmethod
+    def _undo_write(fd: int, path: Path, size: int, existed: bool) -> None:
+        # Only bytes we have not acknowledged are removed: the file goes back to `size`.
+        try:
+            if existed:
+                os.ftruncate(fd, size)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError:
+            log.exception("could not undo a failed write to %s", path)
+
+    def _check_free_space(self, needed: int) -> None:
+        stats = os.statvfs(self.root)
+        free = stats.f_bavail * stats.f_frsize
+        if free - needed < self.min_free_bytes:
+            log.error("refusing push: %d bytes free, floor is %d", free, self.min_free_bytes)
+            raise ApiError(ErrorCode.INSUFFICIENT_STORAGE,
+                           f"only {free} bytes free on the server, below the floor of "
+                           f"{self.min_free_bytes}; nothing was written")
+
+    def _supersede(self, hw_id: str, dir_segments: Sequence[str], name: str,
+                   offset: int) -> None:
+        """Move the pushed directory aside, intact, so a new sequence starts clean."""
+        directory = self.root.joinpath(hw_id, *dir_segments)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        dest = self.root.joinpath(hw_id, SUPERSEDED_DIR, stamp, *dir_segments)
+        make_dirs_durable(dest.parent)
+        os.rename(directory, dest)
+        fsync_dir(dest.parent)
+        fsync_dir(directory.parent)
+        log.warning("%s pushed %s at offset %d with bytes that differ from the stored copy "
+                    "(new SD card?): moved %s aside to %s", hw_id, name, offset,
+                    directory.relative_to(self.root), dest.relative_to(self.root))
+
+    @staticmethod
+    def _last_file(directory: Path) -> Ack | None:
+        """The last file by name in a directory, as the units expect in ack_file."""
+        try:
+            with os.scandir(directory) as entries:
+                names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            return None
+        if not names:
+            return None
+        last = max(names)
+        return Ack(last, file_size(directory / last))
+
+    @contextmanager
+    def _locked(self, hw_id: str, dir_segments: Sequence[str]) -> Iterator[None]:
+        """Hold an exclusive lock on one pushed directory, across processes and threads."""
+        key = "/".join([hw_id, *dir_segments]).encode()
+        lock_path = self.locks_dir / (hashlib.sha1(key).hexdigest() + ".lock")
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)

@@ -1,0 +1,102 @@
+"""The unit protocol's HTTP resources (PROTOCOL.md): alive, push-sequential, updates."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from flask import Response, current_app, request
+from flask_restful import Resource
+from werkzeug.exceptions import ClientDisconnected
+
+from .errors import ApiError, ErrorCode
+from .pinglog import Ping
+from .services import Services
+from .validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
+
+log = logging.getLogger(__name__)
+READ_BLOCK = 64 * 1024
+
+
+def services() -> Services:
+    return current_app.extensions["co2unit"]
+
+
+def checked_hw_id(hw_id: str) -> str:
+    return check_hw_id(hw_id, services().hw_id_pattern)
+
+
+class Alive(Resource):
+    def post(self, hw_id: str):
+        """Record an alive ping; always 200 once the hw_id is valid (units accept only 200)."""
+        ping = Ping(
+            ts=datetime.now(UTC).replace(tzinfo=None),
+            hw_id=checked_hw_id(hw_id),
+            site_code=request.args.get("site_code"),
+            rssi_raw=_lenient_int("rssi_raw"),
+            rssi_dbm=_lenient_int("rssi_dbm"),
+            ber_raw=_lenient_int("ber_raw"),
+        )
+        services().pings.record(ping)
+        return {}
+
+
+def _lenient_int(name: str) -> int | None:
+    # A garbled signal field must not cost the unit its cycle: keep the ping, drop the value.
+    try:
+        return parse_int(name, request.args.get(name))
+    except ApiError as exc:
+        log.warning("alive ping from %s: %s; stored as None", request.path, exc.message)
+        return None
+
+
+class PushSequential(Resource):
+    def put(self, hw_id: str, path: str):
+        """Store one chunk of a pushed file at ?offset= and answer the directory's ack_file."""
+        hw_id = checked_hw_id(hw_id)
+        segments = split_path(path)
+        store = services().push_store
+        store.check_pushable(segments)
+        offset = parse_offset(request.args.get("offset"))
+        data = read_body(services().config.max_body_bytes)
+        ack = store.push(hw_id, segments, offset, data)
+        return {"ack_file": ack.as_json()}
+
+
+def read_body(max_bytes: int) -> bytes:
+    """Read the raw body (whatever its Content-Type) or refuse it before writing anything."""
+    length = request.content_length
+    if length is None:
+        raise ApiError(ErrorCode.LENGTH_REQUIRED, "a PUT needs a Content-Length header")
+    if length > max_bytes:
+        raise ApiError(ErrorCode.BODY_TOO_LARGE,
+                       f"body of {length} bytes is over the limit of {max_bytes}")
+    stream = request.environ["wsgi.input"]
+    chunks, remaining = [], length
+    try:
+        while remaining:
+            chunk = stream.read(min(remaining, READ_BLOCK))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+    except (OSError, ClientDisconnected) as exc:
+        log.warning("body of %s cut short: %s", request.path, exc)
+    if remaining:
+        raise ApiError(ErrorCode.INCOMPLETE_BODY,
+                       f"got {length - remaining} of {length} bytes; nothing was written")
+    return b"".join(chunks)
+
+
+class Updates(Resource):
+    def get(self, hw_id: str, path: str = ""):
+        """List the updates tree (recursive or not) or send one of its files."""
+        hw_id = checked_hw_id(hw_id)
+        segments = ["updates", *split_path(path)] if path else ["updates"]
+        recursive = parse_bool("recursive", request.args.get("recursive"), default=False)
+        tree = services().updates
+        target = tree.resolve(hw_id, segments)
+        if target.is_dir():
+            return tree.listing(target, recursive)
+        # Bytes with a Content-Length, never streamed: a unit installs whatever it received.
+        return Response(tree.read(target), mimetype="application/octet-stream")

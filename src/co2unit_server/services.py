@@ -1,0 +1,33 @@
+"""The objects a running app works with, built once from the Config."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .config import Config
+from .pinglog import PingLog
+from .pushstore import PushStore
+from .updates import UpdateTree
+
+
+@dataclass(frozen=True)
+class Services:
+    config: Config
+    hw_id_pattern: re.Pattern[str]
+    push_store: PushStore
+    pings: PingLog
+    updates: UpdateTree
+
+    @classmethod
+    def from_config(cls, config: Config) -> Services:
+        return cls(
+            config=config,
+            hw_id_pattern=re.compile(config.hw_id_pattern),
+            push_store=PushStore(config.remote_data_dir, config.locks_dir, config.push_dirs,
+                                 config.max_file_bytes, config.min_free_bytes),
+            pings=PingLog(config.pings_dir, config.ping_rotate_bytes,
+                          config.locks_dir / "pings.lock", config.db_path,
+                          config.db_busy_timeout_ms),
+            updates=UpdateTree(config.remote_data_dir),
+        )

@@ -1,0 +1,9 @@
+"""The WSGI entry point uWSGI loads (`module = co2unit_server.wsgi:app`)."""
+
+import os
+
+from .app import create_app
+from .config import load_config
+
+# The one place the server process hands its environment to the configuration.
+app = create_app(load_config(os.environ))
