@@ -68,7 +68,8 @@ class Config:
     hw_id_pattern: str = _setting(
         r"co2unit-[0-9a-f]{12}", _pattern, "Regular expression a hardware ID must fully match.")
     ping_rotate_bytes: int = _setting(
-        100 * 1024, _positive_int, "Size at which the ping log moves on to the next pings-NNNN.tsv.")
+        100 * 1024, _positive_int,
+        "Size at which the ping log moves on to the next pings-NNNN.tsv.")
     recent_pings: int = _setting(
         20, _positive_int, "How many pings /status/alive/recent shows.")
     db_busy_timeout_ms: int = _setting(
@@ -141,7 +142,8 @@ def load_config(
     """Build the Config: defaults < ini [co2unit] < CO2UNIT_* environment < overrides."""
     environ = environ or {}
     values: dict[str, Any] = {}
-    ini_path = ini_path or (Path(environ[CONFIG_FILE_ENV]) if environ.get(CONFIG_FILE_ENV) else None)
+    if ini_path is None and environ.get(CONFIG_FILE_ENV):
+        ini_path = Path(environ[CONFIG_FILE_ENV])
     if ini_path is not None:
         for name, raw in read_ini(ini_path).items():
             values[name] = _parse(name, raw, str(ini_path))

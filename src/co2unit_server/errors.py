@@ -13,6 +13,7 @@ class ErrorCode(Enum):
     BAD_PATH = (400, "path segments must be plain names")
     BAD_OFFSET = (400, "offset must be a non-negative integer")
     BAD_QUERY = (400, "invalid query parameter")
+    BAD_CONTENT_LENGTH = (400, "Content-Length must be a non-negative integer")
     INCOMPLETE_BODY = (400, "request body shorter than Content-Length; nothing was written")
     FORBIDDEN_DIR = (403, "this directory cannot be pushed to")
     NOT_FOUND = (404, "no such resource")

@@ -54,7 +54,8 @@ def recent_pings() -> Response:
     ascending = parse_bool("asc", request.args.get("asc"), default=False)
     refresh = parse_int("refresh", request.args.get("refresh"))
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S") + "\t(now)"
-    lines = [now] + [_short_ping(line) for line in services.pings.recent(services.config.recent_pings)]
+    pings = services.pings.recent(services.config.recent_pings)
+    lines = [now] + [_short_ping(line) for line in pings]
     if ascending:
         lines.reverse()
     resp = Response("\n".join(lines) + "\n", mimetype="text/plain")

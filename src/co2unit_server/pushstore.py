@@ -138,7 +138,7 @@ class PushStore:
 
     def _write(self, path: Path, size: int, new_bytes: bytes) -> None:
         """Write `new_bytes` at `size` and fsync; on failure leave the file as it was."""
-        self._check_free_space(len(new_bytes))
+        self._check_free_space(path, len(new_bytes))
         make_dirs_durable(path.parent)
         existed = path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -171,8 +171,9 @@ class PushStore:
         except OSError:
             log.exception("could not undo a failed write to %s", path)
 
-    def _check_free_space(self, needed: int) -> None:
-        stats = os.statvfs(self.root)
+    def _check_free_space(self, path: Path, needed: int) -> None:
+        existing = next(p for p in path.parents if p.exists())
+        stats = os.statvfs(existing)
         free = stats.f_bavail * stats.f_frsize
         if free - needed < self.min_free_bytes:
             log.error("refusing push: %d bytes free, floor is %d", free, self.min_free_bytes)

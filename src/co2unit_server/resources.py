@@ -16,6 +16,8 @@ from .validate import check_hw_id, parse_bool, parse_int, parse_offset, split_pa
 
 log = logging.getLogger(__name__)
 READ_BLOCK = 64 * 1024
+# Oversized bodies up to this size are read and dropped; uWSGI's limit-post cuts larger ones.
+DRAIN_LIMIT = 1024 * 1024
 
 
 def services() -> Services:
@@ -65,12 +67,28 @@ class PushSequential(Resource):
 
 def read_body(max_bytes: int) -> bytes:
     """Read the raw body (whatever its Content-Type) or refuse it before writing anything."""
-    length = request.content_length
-    if length is None:
+    # Werkzeug reads a missing or garbled Content-Length as 0, which would ack an empty chunk.
+    raw_length = request.environ.get("CONTENT_LENGTH", "").strip()
+    if not raw_length:
         raise ApiError(ErrorCode.LENGTH_REQUIRED, "a PUT needs a Content-Length header")
+    if not (raw_length.isascii() and raw_length.isdigit()):
+        raise ApiError(ErrorCode.BAD_CONTENT_LENGTH, f"Content-Length {raw_length!r} is not a "
+                       "non-negative integer")
+    length = int(raw_length)
     if length > max_bytes:
+        # Read (and drop) what was sent, so the client sees the 413 and not a reset.
+        _read_exactly(min(length, DRAIN_LIMIT))
         raise ApiError(ErrorCode.BODY_TOO_LARGE,
                        f"body of {length} bytes is over the limit of {max_bytes}")
+    body = _read_exactly(length)
+    if len(body) < length:
+        raise ApiError(ErrorCode.INCOMPLETE_BODY,
+                       f"got {len(body)} of {length} bytes; nothing was written")
+    return body
+
+
+def _read_exactly(length: int) -> bytes:
+    """Read up to `length` body bytes; fewer when the client went away or stalled."""
     stream = request.environ["wsgi.input"]
     chunks, remaining = [], length
     try:
@@ -80,11 +98,11 @@ def read_body(max_bytes: int) -> bytes:
                 break
             chunks.append(chunk)
             remaining -= len(chunk)
-    except (OSError, ClientDisconnected) as exc:
-        log.warning("body of %s cut short: %s", request.path, exc)
+    except (OSError, ClientDisconnected):
+        pass  # a dropped or timed-out link: what arrived is returned and judged by the caller
     if remaining:
-        raise ApiError(ErrorCode.INCOMPLETE_BODY,
-                       f"got {length - remaining} of {length} bytes; nothing was written")
+        log.warning("body of %s cut short: %d of %d bytes", request.path, length - remaining,
+                    length)
     return b"".join(chunks)
 
 

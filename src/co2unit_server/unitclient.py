@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class ProtocolError(Exception):
-    """The server's reply is not something a unit could parse."""
+class ProtocolError(ConnectionError):
+    """The reply is cut off or not something a unit could parse (as a dropped link is)."""
 
 
 @dataclass

@@ -1,0 +1,84 @@
+"""Start and stop co2unit-server under uWSGI on loopback: for tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .unitclient import Reply, request
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """co2unit-server under uWSGI on 127.0.0.1, with its own data dirs; can be killed."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, base: Path, ini: Path, env: dict[str, str] | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
+        self.remote_data = base / "remote_data"
+        self.var_dir = base / "var"
+        self.log_path = base / "uwsgi.log"
+        self.ini = ini
+        self.env = env or {}
+        self.extra_args = list(extra_args)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        cmd = [sys.executable, "-m", "co2unit_server", "serve", "--ini", str(self.ini),
+               "--host", self.host, "--port", str(self.port),
+               "--remote-data-dir", str(self.remote_data), "--var-dir", str(self.var_dir),
+               *self.extra_args]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         env={**os.environ, **self.env},
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"uWSGI exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if self.request("GET", "/").status == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"uWSGI did not answer in {timeout}s: {self.log_path.read_text()}")
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                timeout: float = 30.0) -> Reply:
+        return request(self.host, self.port, method, path, body, timeout)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal every process of the server (master, workers, HTTP router) and reap it."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self, grace: float = 15.0) -> None:
+        """Stop as systemd does: SIGTERM to the master, SIGKILL to all if it lingers."""
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace)
+        self.kill(signal.SIGKILL)

@@ -1,0 +1,120 @@
+"""The ping log: TSV format and rotation, the pings table, and reading the tail."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from co2unit_server.pinglog import Ping, PingLog, ping_files, tail_lines
+
+from conftest import HW_ID
+
+T0 = datetime(2026, 11, 21, 3, 10, 0)
+
+
+def make_log(tmp_path: Path, rotate_bytes: int = 100 * 1024) -> PingLog:
+    var = tmp_path / "var"
+    return PingLog(var / "pings", rotate_bytes, var / "locks" / "pings.lock", var / "db.sqlite3",
+                   busy_timeout_ms=100)
+
+
+def ping(i: int = 0, **kw) -> Ping:
+    fields = {"ts": T0 + timedelta(seconds=i), "hw_id": HW_ID, "site_code": "varanger-03",
+              "rssi_raw": 12, "rssi_dbm": -89, "ber_raw": 99}
+    fields.update(kw)
+    return Ping(**fields)
+
+
+def db_rows(tmp_path: Path) -> list[tuple]:
+    with sqlite3.connect(tmp_path / "var" / "db.sqlite3") as conn:
+        return conn.execute("SELECT * FROM pings ORDER BY ping_ts").fetchall()
+
+
+def test_tsv_line_has_the_reference_columns_plus_ber_raw(tmp_path):
+    log = make_log(tmp_path)
+    log.record(ping(rssi_raw=None, rssi_dbm=None, ber_raw=None, site_code="None"))
+    text = (tmp_path / "var" / "pings" / "pings-0000.tsv").read_text()
+    assert text == f"2026-11-21T03:10:00.000000\t{HW_ID}\tNone\tNone\tNone\tNone\n"
+
+
+def test_ping_goes_into_the_database_with_integers_and_nulls(tmp_path):
+    log = make_log(tmp_path)
+    log.record(ping(0))
+    log.record(ping(1, site_code="None", rssi_raw=None, rssi_dbm=None, ber_raw=None))
+    assert db_rows(tmp_path) == [
+        ("2026-11-21T03:10:00.000000", "2026-11-21", "03:10:00", HW_ID, "varanger-03", 12, -89,
+         99),
+        ("2026-11-21T03:10:01.000000", "2026-11-21", "03:10:01", HW_ID, None, None, None, None),
+    ]
+
+
+def test_control_characters_in_a_nickname_cannot_break_the_tsv(tmp_path):
+    log = make_log(tmp_path)
+    log.record(ping(site_code="bad\tnick\nname"))
+    lines = (tmp_path / "var" / "pings" / "pings-0000.tsv").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].split("\t")[2] == "bad nick name"
+
+
+def test_rotates_to_the_next_zero_padded_file(tmp_path):
+    log = make_log(tmp_path, rotate_bytes=200)
+    for i in range(10):
+        log.record(ping(i))
+    files = ping_files(tmp_path / "var" / "pings")
+    assert [f.name for f in files] == ["pings-0000.tsv", "pings-0001.tsv", "pings-0002.tsv",
+                                       "pings-0003.tsv"]
+    assert all(f.stat().st_size < 200 + 80 for f in files)
+    assert sum(len(f.read_text().splitlines()) for f in files) == 10
+
+
+def test_database_failure_keeps_the_tsv_line(tmp_path, caplog):
+    log = make_log(tmp_path)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "db.sqlite3").write_bytes(b"this is not a database" * 100)
+    log.record(ping())
+    assert len((tmp_path / "var" / "pings" / "pings-0000.tsv").read_text().splitlines()) == 1
+    assert "is in the TSV log but not in" in caplog.text
+
+
+def test_locked_database_keeps_the_tsv_line(tmp_path, caplog):
+    log = make_log(tmp_path)
+    log.record(ping(0))
+    holder = sqlite3.connect(tmp_path / "var" / "db.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        log.record(ping(1))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert len((tmp_path / "var" / "pings" / "pings-0000.tsv").read_text().splitlines()) == 2
+    assert "is in the TSV log but not in" in caplog.text
+    log.record(ping(2))
+    assert len(db_rows(tmp_path)) == 2
+
+
+def test_a_replaced_database_file_is_reopened(tmp_path):
+    log = make_log(tmp_path)
+    log.record(ping(0))
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(tmp_path / "var" / "db.sqlite3") + suffix).unlink(missing_ok=True)
+    log.record(ping(1))
+    assert [row[0] for row in db_rows(tmp_path)] == ["2026-11-21T03:10:01.000000"]
+
+
+def test_recent_reads_newest_first_across_rotated_files(tmp_path):
+    log = make_log(tmp_path, rotate_bytes=300)
+    for i in range(30):
+        log.record(ping(i))
+    recent = log.recent(20)
+    assert len(recent) == 20
+    assert recent[0].startswith("2026-11-21T03:10:29")
+    assert recent[-1].startswith("2026-11-21T03:10:10")
+    assert log.recent(100)[-1].startswith("2026-11-21T03:10:00")
+    assert make_log(tmp_path / "empty").recent(20) == []
+
+
+def test_tail_lines_of_a_long_file(tmp_path):
+    path = tmp_path / "long.tsv"
+    path.write_text("".join(f"line {i}\n" for i in range(5000)))
+    assert tail_lines(path, 3) == ["line 4997", "line 4998", "line 4999"]
+    assert tail_lines(path, 0) == []
