@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,8 +96,7 @@ class PushStore:
         directory = self.root.joinpath(hw_id, *dir_segments)
         path = directory / name
         with self._locked(hw_id, dir_segments):
-            self._check_not_shadowed(path)
-            size = file_size(path)
+            size = self._stored_size(path)
             if offset > size:
                 raise self._skipped(name, size, offset)
             if not self._matches_stored(path, offset, data[: size - offset]):
@@ -116,16 +116,21 @@ class PushStore:
                         "re-send from the acknowledged size",
                         ack_file=[name, size, size])
 
-    def _check_not_shadowed(self, path: Path) -> None:
-        """Refuse a push whose file or directory would collide with an existing entry."""
-        for parent in [path, *path.parents]:
-            if parent == self.root:
-                return
-            expected_dir = parent != path
-            if parent.exists() and parent.is_dir() != expected_dir:
-                kind = "a directory" if parent.is_dir() else "a file"
-                raise ApiError(ErrorCode.BAD_PATH,
-                               f"{parent.relative_to(self.root)} is {kind} on the server")
+    def _stored_size(self, path: Path) -> int:
+        """Size of the stored file (0 if none); refuse a path that collides with a directory."""
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return 0
+        except NotADirectoryError:
+            raise self._collision(path) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise self._collision(path)
+        return st.st_size
+
+    def _collision(self, path: Path) -> ApiError:
+        return ApiError(ErrorCode.BAD_PATH, f"{path.relative_to(self.root)} collides with an "
+                        "existing file or directory on the server")
 
     @staticmethod
     def _matches_stored(path: Path, offset: int, overlap: bytes) -> bool:
@@ -139,7 +144,10 @@ class PushStore:
     def _write(self, path: Path, size: int, new_bytes: bytes) -> None:
         """Write `new_bytes` at `size` and fsync; on failure leave the file as it was."""
         self._check_free_space(path, len(new_bytes))
-        make_dirs_durable(path.parent)
+        try:
+            make_dirs_durable(path.parent)
+        except (FileExistsError, NotADirectoryError):
+            raise self._collision(path) from None
         existed = path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
@@ -213,8 +221,11 @@ class PushStore:
         """Hold an exclusive lock on one pushed directory, across processes and threads."""
         key = "/".join([hw_id, *dir_segments]).encode()
         lock_path = self.locks_dir / (hashlib.sha1(key).hexdigest() + ".lock")
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:  # the first push after var/ was cleaned up
+            self.locks_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
