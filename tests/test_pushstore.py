@@ -219,3 +219,30 @@ def test_a_push_waits_while_another_holds_the_directory_lock(tmp_path):
         assert not (tmp_path / "remote_data" / HW_ID / "data").exists()
     assert results.get(timeout=30) == 6
     proc.join(timeout=30)
+
+
+def test_data_and_new_directory_entries_are_fsynced_before_the_ack(tmp_path, monkeypatch):
+    store = make_store(tmp_path)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_pwrite = os.fsync, os.pwrite
+
+    def spy_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def spy_pwrite(fd, data, offset):
+        events.append(("pwrite", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "pwrite", spy_pwrite)
+    push(store, "r-0000.tsv", 0, b"first chunk")
+    readings = tmp_path / "remote_data" / HW_ID / "data" / "readings"
+    file_path = str(readings / "r-0000.tsv")
+    last_write = max(i for i, e in enumerate(events) if e == ("pwrite", file_path))
+    assert ("fsync", file_path) in events[last_write:]
+    assert ("fsync", str(readings)) in events  # the new file's directory entry
+    assert ("fsync", str(readings.parent)) in events  # the new directory's entry
+    events.clear()
+    push(store, "r-0000.tsv", 11, b"second")
+    assert events == [("pwrite", file_path), ("fsync", file_path)]

@@ -130,3 +130,17 @@ def test_internal_errors_are_json_not_a_traceback(client, config, monkeypatch):
     assert resp.status_code == 500
     assert resp.get_json()["error"] == "INTERNAL_ERROR"
     assert b"Traceback" not in resp.data and b"boom" not in resp.data
+
+
+def test_every_route_answers_without_a_server_error(client):
+    """Guards the Flask / Werkzeug / Flask-RESTful pins: each rule is reachable and handled."""
+    app = client.application
+    samples = {"hw_id": HW_ID, "path": "data/readings/r.tsv", "name": "x.svg",
+               "filename": "x.css"}
+    for rule in app.url_map.iter_rules():
+        url = rule.rule
+        for arg in rule.arguments:
+            url = url.replace(f"<path:{arg}>", samples[arg]).replace(f"<{arg}>", samples[arg])
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            resp = client.open(url + "?offset=0", method=method, data=b"x")
+            assert resp.status_code < 500, (method, url, resp.data)
