@@ -62,7 +62,7 @@ def create_app(config: Config | None = None) -> Flask:
     # Werkzeug would answer `//` or a missing slash with a redirect, which units cannot follow.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
-    for directory in (config.remote_data_dir, config.var_dir, config.pings_dir, config.locks_dir):
+    for directory in (config.var_dir, config.pings_dir, config.locks_dir):
         directory.mkdir(parents=True, exist_ok=True)
     app.extensions["co2unit"] = Services.from_config(config)
 

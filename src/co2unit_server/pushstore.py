@@ -73,6 +73,7 @@ class PushStore:
     def __init__(self, root: Path, locks_dir: Path, push_dirs: Sequence[str],
                  max_file_bytes: int, min_free_bytes: int) -> None:
         self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
         self.locks_dir = locks_dir
         self.push_dirs = tuple(push_dirs)
         self.max_file_bytes = max_file_bytes
@@ -143,12 +144,13 @@ class PushStore:
 
     def _write(self, path: Path, size: int, new_bytes: bytes) -> None:
         """Write `new_bytes` at `size` and fsync; on failure leave the file as it was."""
-        self._check_free_space(path, len(new_bytes))
-        try:
-            make_dirs_durable(path.parent)
-        except (FileExistsError, NotADirectoryError):
-            raise self._collision(path) from None
-        existed = path.exists()
+        self._check_free_space(len(new_bytes))
+        existed = size > 0 or path.exists()
+        if not existed:
+            try:
+                make_dirs_durable(path.parent)
+            except (FileExistsError, NotADirectoryError):
+                raise self._collision(path) from None
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             view = memoryview(new_bytes)
@@ -179,9 +181,8 @@ class PushStore:
         except OSError:
             log.exception("could not undo a failed write to %s", path)
 
-    def _check_free_space(self, path: Path, needed: int) -> None:
-        existing = next(p for p in path.parents if p.exists())
-        stats = os.statvfs(existing)
+    def _check_free_space(self, needed: int) -> None:
+        stats = os.statvfs(self.root)
         free = stats.f_bavail * stats.f_frsize
         if free - needed < self.min_free_bytes:
             log.error("refusing push: %d bytes free, floor is %d", free, self.min_free_bytes)
