@@ -22,8 +22,10 @@ def server_factory(tmp_path: Path) -> Iterator:
     """Start real uWSGI servers (extra CO2UNIT_* environment allowed); all stopped at the end."""
     started: list[ServerProcess] = []
 
-    def start(env: dict[str, str] | None = None, base: Path | None = None) -> ServerProcess:
-        server = ServerProcess(base or tmp_path, INI, env)
+    def start(env: dict[str, str] | None = None, base: Path | None = None,
+              uwsgi_options: tuple[str, ...] = ()) -> ServerProcess:
+        extra = [arg for option in uwsgi_options for arg in ("--uwsgi-option", option)]
+        server = ServerProcess(base or tmp_path, INI, env, extra)
         server.start()
         started.append(server)
         return server

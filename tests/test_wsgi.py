@@ -254,6 +254,21 @@ def test_body_cut_short_by_a_dropped_connection_is_not_written(uwsgi_server):
     assert not server_file(uwsgi_server, "data", "readings", "readings-0000.tsv").exists()
 
 
+def test_a_stalled_body_is_given_up_after_the_socket_timeout(server_factory):
+    server = server_factory(uwsgi_options=("socket-timeout=2", "http-timeout=2"))
+    head = (f"PUT {push_url('readings-0000.tsv', 0)} HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+            f"Content-Length: {CHUNK}\r\n\r\n").encode()
+    with socket.create_connection((server.host, server.port), timeout=30) as sock:
+        sock.sendall(head + b"x" * 1000)  # then silence, connection kept open
+        started = time.monotonic()
+        leftover = b"".join(iter(lambda: sock.recv(65536), b""))  # the server closes
+        waited = time.monotonic() - started
+    assert waited < 10, f"the server held a stalled upload for {waited:.1f}s"
+    assert not leftover.startswith(b"HTTP/1.0 200")
+    assert not server_file(server, "data", "readings", "readings-0000.tsv").exists()
+    assert server.request("POST", f"/ou/{HW_ID}/alive?site_code=x").status == 200
+
+
 def test_low_disk_space_is_507_and_writes_nothing(server_factory):
     server = server_factory(env={"CO2UNIT_MIN_FREE_BYTES": str(1 << 62)})
     reply = server.request("PUT", push_url("readings-0000.tsv", 0), b"data")
