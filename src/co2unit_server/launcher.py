@@ -46,6 +46,7 @@ class ServerProcess:
                "--host", self.host, "--port", str(self.port),
                "--remote-data-dir", str(self.remote_data), "--var-dir", str(self.var_dir),
                *self.extra_args]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          env={**os.environ, **self.env},
