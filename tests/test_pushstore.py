@@ -93,6 +93,15 @@ def test_missing_file_with_nonzero_offset_is_416_from_zero(tmp_path):
     assert not (tmp_path / "remote_data" / HW_ID / "data").exists()
 
 
+def test_missing_files_are_resent_from_the_last_stored_file(tmp_path):
+    store = make_store(tmp_path)
+    push(store, "r-0000.tsv", 0, b"0" * 10)
+    # r-0001 and r-0002 were lost on the server (restored from an old backup, say).
+    with pytest.raises(ApiError) as err:
+        push(store, "r-0002.tsv", 10, b"more")
+    assert err.value.body()["ack_file"] == ["r-0000.tsv", 10, 10]
+
+
 def test_new_sd_card_moves_the_old_directory_aside_intact(tmp_path):
     store = make_store(tmp_path)
     push(store, "r-0000.tsv", 0, b"old card 0")

@@ -99,23 +99,29 @@ class PushStore:
         with self._locked(hw_id, dir_segments):
             size = self._stored_size(path)
             if offset > size:
-                raise self._skipped(name, size, offset)
+                raise self._skipped(directory, name, size, offset)
             if not self._matches_stored(path, offset, data[: size - offset]):
                 self._supersede(hw_id, dir_segments, name, offset)
                 size = 0
                 if offset > 0:
-                    raise self._skipped(name, size, offset)
+                    raise self._skipped(directory, name, size, offset)
             new_bytes = data[size - offset:]
             if new_bytes:
                 self._write(path, size, new_bytes)
             return self._last_file(directory) or Ack(name, file_size(path))
 
-    @staticmethod
-    def _skipped(name: str, size: int, offset: int) -> ApiError:
+    def _skipped(self, directory: Path, name: str, size: int, offset: int) -> ApiError:
+        """A 416 whose ack_file is where the unit must resume."""
+        resume = Ack(name, size)
+        last = self._last_file(directory) if size == 0 else None
+        if last is not None and last.name < name:
+            # The server lacks this whole file (and maybe the ones before it): resume after
+            # the last file it has, so the unit re-sends every missing file in order.
+            resume = last
         return ApiError(ErrorCode.SKIPPED_PART_OF_FILE,
                         f"offset {offset} is past the {size} bytes stored of {name}; "
-                        "re-send from the acknowledged size",
-                        ack_file=[name, size, size])
+                        f"re-send from {resume.name} at {resume.size}",
+                        ack_file=resume.as_json())
 
     def _stored_size(self, path: Path) -> int:
         """Size of the stored file (0 if none); refuse a path that collides with a directory."""
