@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import serve
 from .config import ConfigError, describe_settings, load_config
+from .simulator import command as simulate
 
 DEFAULT_INI = Path("server.ini.example")
 
@@ -26,7 +27,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print(f"co2unit-server serve: {exc}", file=sys.stderr)
         return 2
-    argv = serve.uwsgi_argv(ini, args.port, args.host, serve.system_somaxconn())
+    extra = dict(option.split("=", 1) for option in args.uwsgi_option)
+    argv = serve.uwsgi_argv(ini, args.port, args.host, serve.system_somaxconn(), extra)
     print("co2unit-server serve:", " ".join(argv), file=sys.stderr)
     serve.exec_uwsgi(argv, env)
     return 0  # not reached
@@ -39,6 +41,14 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="", help="address to bind with --port (default: all)")
     p.add_argument("--remote-data-dir", help="overrides remote_data_dir")
     p.add_argument("--var-dir", help="overrides var_dir")
+    p.add_argument("--uwsgi-option", action="append", default=[], metavar="KEY=VALUE",
+                   type=_key_value, help="set or replace one [uwsgi] option (repeatable)")
+
+
+def _key_value(raw: str) -> str:
+    if "=" not in raw:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {raw!r}")
+    return raw
 
 
 def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -59,6 +69,8 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("serve", "run the unit server under uWSGI", _add_serve, _serve),
     ("settings", "show every setting, its effective value and documentation",
      _add_settings, _settings),
+    ("simulate", "run simulated units against a server and verify nothing was lost",
+     simulate.add_arguments, simulate.run),
 ]
 
 

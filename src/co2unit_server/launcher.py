@@ -27,21 +27,21 @@ class ServerProcess:
     host = "127.0.0.1"
 
     def __init__(self, base: Path, ini: Path, env: dict[str, str] | None = None,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), port: int | None = None) -> None:
         self.remote_data = base / "remote_data"
         self.var_dir = base / "var"
         self.log_path = base / "uwsgi.log"
         self.ini = ini
         self.env = env or {}
         self.extra_args = list(extra_args)
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "co2unit_server", "serve", "--ini", str(self.ini),
                "--host", self.host, "--port", str(self.port),
                "--remote-data-dir", str(self.remote_data), "--var-dir", str(self.var_dir),
@@ -57,9 +57,10 @@ class ServerProcess:
                 raise RuntimeError(f"uWSGI exited: {self.log_path.read_text()[-3000:]}")
             try:
                 if self.request("GET", "/").status == 200:
-                    return
+                    return self
             except OSError:
                 time.sleep(0.1)
+        self.kill()
         raise RuntimeError(f"uWSGI did not answer in {timeout}s: {self.log_path.read_text()}")
 
     def request(self, method: str, path: str, body: bytes | None = None,
@@ -83,3 +84,9 @@ class ServerProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace)
         self.kill(signal.SIGKILL)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
