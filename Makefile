@@ -12,7 +12,7 @@ VAR_DIR ?= ./var
 # Your own server.ini when there is one, else the documented example.
 INI ?= $(firstword $(wildcard server.ini) server.ini.example)
 
-.PHONY: venv run test lint clean
+.PHONY: venv run test demo lint clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
+
+# Ten simulated units push a month of data to a local server; prints the pages to open.
+demo: $(STAMP)
+	$(BIN)/python -m co2unit_server.simulator.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
