@@ -233,17 +233,20 @@ def test_a_push_waits_while_another_holds_the_directory_lock(tmp_path):
 def test_data_and_new_directory_entries_are_fsynced_before_the_ack(tmp_path, monkeypatch):
     store = make_store(tmp_path)
     events: list[tuple[str, str]] = []
-    real_fsync, real_pwrite = os.fsync, os.pwrite
+    real_fsync, real_fdatasync, real_pwrite = os.fsync, os.fdatasync, os.pwrite
 
-    def spy_fsync(fd):
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        return real_fsync(fd)
+    def spy(real):
+        def sync(fd):
+            events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+            return real(fd)
+        return sync
 
     def spy_pwrite(fd, data, offset):
         events.append(("pwrite", os.readlink(f"/proc/self/fd/{fd}")))
         return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "fsync", spy(real_fsync))
+    monkeypatch.setattr(os, "fdatasync", spy(real_fdatasync))
     monkeypatch.setattr(os, "pwrite", spy_pwrite)
     push(store, "r-0000.tsv", 0, b"first chunk")
     readings = tmp_path / "remote_data" / HW_ID / "data" / "readings"

@@ -164,7 +164,8 @@ class PushStore:
             while view:
                 written = os.pwrite(fd, view, position)
                 view, position = view[written:], position + written
-            os.fsync(fd)
+            # fdatasync: data and the new size, without the mtime update fsync would add.
+            os.fdatasync(fd)
         except OSError as exc:
             self._undo_write(fd, path, size, existed)
             if exc.errno in _NO_SPACE:
