@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import serve
+from . import build, serve
 from .config import ConfigError, describe_settings, load_config
 from .simulator import command as simulate
 
@@ -71,6 +71,10 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
      _add_settings, _settings),
     ("simulate", "run simulated units against a server and verify nothing was lost",
      simulate.add_arguments, simulate.run),
+    ("import", "import new readings, error logs, pings and deployments into DB_DIR/db.sqlite3",
+     build.add_source_arguments, build.run_import_command),
+    ("build", "import, then redraw the plots and summary pages whose data changed",
+     build.add_build_arguments, build.run_build_command),
 ]
 
 

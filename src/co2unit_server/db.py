@@ -21,6 +21,99 @@ CREATE TABLE IF NOT EXISTS pings (
 -- this key lets both use INSERT OR IGNORE without duplicates.
 CREATE UNIQUE INDEX IF NOT EXISTS pings_unit_ts ON pings (unit_id, ping_ts);
 CREATE INDEX IF NOT EXISTS pings_ts ON pings (ping_ts);
+
+-- Imported by the research toolchain (co2unit_server.importer) from the pushed files.
+CREATE TABLE IF NOT EXISTS co2_readings (
+    unit_id     TEXT NOT NULL,
+    nickname    TEXT,
+    date        TEXT NOT NULL,
+    time        TEXT NOT NULL,
+    temp        REAL,
+    flash_count INTEGER,
+    co2_01      INTEGER,
+    co2_02      INTEGER,
+    co2_03      INTEGER,
+    co2_04      INTEGER,
+    co2_05      INTEGER,
+    co2_06      INTEGER,
+    co2_07      INTEGER,
+    co2_08      INTEGER,
+    co2_09      INTEGER,
+    co2_10      INTEGER,
+    src_file    INTEGER NOT NULL,  -- import_files.id: where the row came from
+    src_line    INTEGER NOT NULL   -- 1-based line number in that file
+);
+-- A reading is (unit_id, date, time): the copy in superseded/ and the re-pushed one are one row.
+CREATE UNIQUE INDEX IF NOT EXISTS co2_readings_key ON co2_readings (unit_id, date, time);
+CREATE TABLE IF NOT EXISTS error_logs (
+    unit_id  TEXT NOT NULL,
+    idate    TEXT,  -- inferred: odate, or the last good date before a 1970-01-01 entry
+    itime    TEXT,
+    etype    TEXT,  -- uncaught, watchdog, signal, backoff, transmit, or NULL
+    odate    TEXT,  -- as written in the headline
+    otime    TEXT,
+    level    TEXT,
+    message  TEXT,  -- headline message and its continuation lines (tracebacks)
+    src_file INTEGER NOT NULL,
+    src_line INTEGER NOT NULL,
+    UNIQUE (src_file, src_line)
+);
+CREATE INDEX IF NOT EXISTS error_logs_unit ON error_logs (unit_id, idate, itime);
+CREATE TABLE IF NOT EXISTS deploy_durations_tiered (
+    unit_id  TEXT,
+    nickname TEXT,
+    site     TEXT,
+    tier     INTEGER,
+    status   TEXT,
+    start_ts TEXT,  -- UTC, 'YYYY-MM-DD HH:MM:SS'; a bare date means its midnight
+    end_ts   TEXT,
+    note     TEXT
+);
+-- Sums of co2_readings per unit and 3-hour bucket (plots re-bin these instead of every row);
+-- co2 counts only real values: NULL and the start-up glitches 0 and 200010 ppm are left out,
+-- as is the sensor's 85.0 fault temperature.
+CREATE TABLE IF NOT EXISTS co2_bins (
+    unit_id  TEXT NOT NULL,
+    bucket   INTEGER NOT NULL,  -- unixepoch(date || ' ' || time) / 10800
+    co2_sum  REAL NOT NULL,
+    co2_n    INTEGER NOT NULL,
+    temp_sum REAL NOT NULL,
+    temp_n   INTEGER NOT NULL,
+    PRIMARY KEY (unit_id, bucket)
+) WITHOUT ROWID;
+-- Incremental import state, one row per source file.
+CREATE TABLE IF NOT EXISTS import_files (
+    id         INTEGER PRIMARY KEY,
+    kind       TEXT NOT NULL,     -- readings, errors, pings, deployments
+    path       TEXT NOT NULL UNIQUE,  -- relative to its root: data:<rel> or db:<rel>
+    size       INTEGER NOT NULL,  -- stat seen at the last import
+    mtime_ns   INTEGER NOT NULL,
+    inode      INTEGER NOT NULL,
+    check_hash TEXT NOT NULL,     -- of the first and the last imported bytes: spots a replacement
+    bytes_done INTEGER NOT NULL,  -- complete lines imported up to here
+    lines_done INTEGER NOT NULL,
+    carry      TEXT               -- parser state carried on (error logs: last good date)
+);
+CREATE TABLE IF NOT EXISTS import_log (
+    run_ts  TEXT NOT NULL,
+    stage   TEXT NOT NULL,  -- readings, pings, errors, deployments
+    -- imported, duplicate, recovered, dropped, nulled, inferred, noted, deleted, binned, files
+    outcome TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    count   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dropped_lines (
+    src_file INTEGER NOT NULL,
+    src_line INTEGER NOT NULL,
+    reason   TEXT NOT NULL,
+    content  TEXT NOT NULL  -- repr() of the start of the line
+);
+CREATE INDEX IF NOT EXISTS dropped_lines_file ON dropped_lines (src_file, src_line);
+-- What each generated plot or page was last built from, and how far co2_bins has got.
+CREATE TABLE IF NOT EXISTS toolchain_state (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 

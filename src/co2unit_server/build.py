@@ -1,0 +1,180 @@
+"""`co2unit-server import` and `co2unit-server build`: the research toolchain's entry points.
+
+`build` imports what is new, then redraws only the plots and pages whose inputs changed: each
+output's fingerprint (data versions, options, and for time-relative outputs the current hour)
+is kept in toolchain_state, so a run with nothing new stats files and exits. One run at a time
+holds a lock next to the database, which makes `make -j` and overlapping cron runs safe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import db, plotdata, summaries
+from .importer import STAGES, Sources, run_import
+from .importer.aggregates import WATERMARK
+from .importer.store import read_state, transaction, write_state
+
+DB_NAME = "db.sqlite3"
+LOCK_SUFFIX = ".toolchain-lock"
+PLOTS = plotdata.PLOT_OUTPUTS
+PAGES = summaries.OUTPUTS
+OUTPUT_PREFIX = "output:"
+
+
+@contextmanager
+def locked(db_path: Path) -> Iterator[None]:
+    """Hold the toolchain lock of this database (waits for a running build)."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{db_path}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another toolchain run on {db_path}", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def data_versions(conn: sqlite3.Connection) -> dict[str, str]:
+    """A value per source kind that changes whenever its imported data does.
+
+    Read from import_files, which is written in the transactions that store the rows, so a
+    crash between importing and drawing cannot leave the plots stale.
+    """
+    versions = dict.fromkeys(STAGES, "none")
+    for kind, *figures in conn.execute(
+            "SELECT kind, count(*), total(bytes_done), total(mtime_ns), total(inode) "
+            "FROM import_files GROUP BY kind"):
+        versions[kind] = "/".join(f"{f:.0f}" for f in figures)
+    versions["readings"] += f" bins={read_state(conn, WATERMARK)}"
+    # The server inserts live pings without the importer: its rows count too.
+    pings = conn.execute("SELECT ifnull(max(rowid), 0) FROM pings").fetchone()[0]
+    versions["pings"] += f" rows={pings}"
+    return versions
+
+
+def fingerprints(conn: sqlite3.Connection, options: str, now: float) -> dict[str, str]:
+    """What each output is drawn from; an output is redrawn when this changes."""
+    v = data_versions(conn)
+    hour = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H")
+    co2 = f"readings={v['readings']} deployments={v['deployments']} {options}"
+    ping = f"pings={v['pings']} deployments={v['deployments']} {options}"
+    return {
+        plotdata.CO2_ALL: co2,
+        plotdata.CO2_RECENT: f"{co2} hour={hour}",  # the last-14-days window moves on
+        plotdata.PINGS_ALL: ping,
+        summaries.PINGS_SUMMARY: f"{ping} readings={v['readings']} hour={hour}",
+        summaries.CO2_SUMMARY: f"{co2} errors={v['errors']} pings={v['pings']} hour={hour}",
+    }
+
+
+def stale_outputs(conn: sqlite3.Connection, pub_dir: Path, prints: dict[str, str]) -> list[str]:
+    return [name for name, fp in prints.items()
+            if read_state(conn, OUTPUT_PREFIX + name) != fp or not (pub_dir / name).is_file()]
+
+
+def parse_time(raw: str) -> float:
+    """An ISO date or date-time (UTC unless it says otherwise) as epoch seconds."""
+    ts = datetime.fromisoformat(raw)
+    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
+
+
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=Path(".."),
+                   help="pushed data root, DATA_DIR (default: %(default)s)")
+    p.add_argument("--db-dir", type=Path, default=Path("."),
+                   help=f"where {DB_NAME} and the server's pings/ are, DB_DIR (default: .)")
+    p.add_argument("--deployments", type=Path,
+                   help="deployment table (default: DATA_DIR/manual/deploy_durations_tiered.tsv)")
+
+
+def add_build_arguments(p: argparse.ArgumentParser) -> None:
+    add_source_arguments(p)
+    p.add_argument("--pub-dir", type=Path, default=Path("out_web"),
+                   help="where plots and pages go, WEB_PUB_DIR (default: %(default)s)")
+    p.add_argument("--xmin", type=parse_time, help="plots start here (ISO date or date-time)")
+    p.add_argument("--xmax", type=parse_time, help="plots end here (ISO date or date-time)")
+    p.add_argument("--min-tier", type=int, help="leave out groups below this tier")
+    p.add_argument("--max-tier", type=int, help="leave out groups above this tier")
+    p.add_argument("--recent-days", type=float, default=14.0,
+                   help="window of the recent plot (default: %(default)s)")
+    p.add_argument("--co2-max", type=float, help="top of the CO2 axes (ppm)")
+    p.add_argument("--force", action="store_true", help="redraw every plot and page")
+
+
+def _sources(args: argparse.Namespace) -> Sources:
+    deployments = args.deployments or args.data_dir / "manual" / "deploy_durations_tiered.tsv"
+    return Sources(args.data_dir, args.db_dir, deployments)
+
+
+def _open(db_dir: Path) -> sqlite3.Connection:
+    conn = db.connect(db_dir / DB_NAME)
+    db.init_schema(conn)
+    return conn
+
+
+def _import(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
+    run_import(conn, _sources(args), out=lambda line: print(line, flush=True))
+
+
+def run_import_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Import everything new into DB_DIR/db.sqlite3."""
+    db_path = args.db_dir / DB_NAME
+    with locked(db_path):
+        conn = _open(args.db_dir)
+        try:
+            _import(conn, args)
+        finally:
+            conn.close()
+    return 0
+
+
+def run_build_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Import, then redraw the plots and pages whose inputs changed."""
+    db_path = args.db_dir / DB_NAME
+    with locked(db_path):
+        conn = _open(args.db_dir)
+        try:
+            _import(conn, args)
+            _publish(conn, db_path, args)
+        finally:
+            conn.close()
+    return 0
+
+
+def _publish(conn: sqlite3.Connection, db_path: Path, args: argparse.Namespace) -> None:
+    started, now = time.monotonic(), time.time()
+    options = " ".join(f"{k}={getattr(args, k)}" for k in
+                       ("xmin", "xmax", "min_tier", "max_tier", "recent_days", "co2_max"))
+    prints = fingerprints(conn, options, now)
+    todo = list(prints) if args.force else stale_outputs(conn, args.pub_dir, prints)
+    if not todo:
+        print(f"plots and pages: up to date in {args.pub_dir}", flush=True)
+        return
+    args.pub_dir.mkdir(parents=True, exist_ok=True)
+    plots_todo = [n for n in todo if n in PLOTS]
+    if plots_todo:
+        from . import plots  # matplotlib only when something is drawn
+
+        opts = plots.PlotOptions(args.xmin, args.xmax, args.min_tier, args.max_tier,
+                                 args.recent_days, args.co2_max)
+        plots.make_plots(db_path, plots_todo, args.pub_dir, opts, now)
+    for name in (n for n in todo if n in PAGES):
+        summaries.make_page(conn, name, args.pub_dir, now)
+    with transaction(conn):
+        for name in todo:
+            write_state(conn, OUTPUT_PREFIX + name, prints[name])
+    sizes = ", ".join(f"{n} ({(args.pub_dir / n).stat().st_size / 1e6:.2f} MB)" for n in todo)
+    print(f"plots and pages: {sizes} in {time.monotonic() - started:.2f} s", flush=True)
+

@@ -1,0 +1,193 @@
+"""Readings files (`<unit>/data/readings/*.tsv`, also under `superseded/`) into co2_readings."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from pathlib import Path
+
+from . import aggregates, sources
+from .report import StageReport
+from .store import transaction
+
+KIND = "readings"
+HW_PREFIX = "co2unit-"
+FIELDS = 16
+# Rows per transaction: keeps memory flat and the server's ping inserts waiting briefly.
+BATCH_ROWS = 20_000
+
+_FLOAT = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_INT = r"-?\d+"
+# Printable text except tab; surrogates stand for bytes that were not UTF-8.
+_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\udc80-\udcff]")
+_HW_ID = re.compile(r"co2unit-[0-9a-f]{12}")
+_DATE = re.compile(r"\d{4}-[01]\d-[0-3]\d")
+_TIME = re.compile(r"[0-2]\d:[0-5]\d:[0-6]\d")
+_NUMBER = [re.compile(_FLOAT)] + [re.compile(_INT)] * 11
+# What is left of a number whose end was cut off: '-', '23.', '.'.
+_CUT_NUMBER = re.compile(r"-?\d*\.?\d*")
+# The common case in one C-level match (possessive: no backtracking into digits); anything
+# else goes through parse_line().
+_GOOD_LINE = re.compile(
+    r"co2unit-[0-9a-f]{12}\t[^\t\x00-\x1f\x7f-\x9f\udc80-\udcff]*+\t(?!1970-)"
+    r"\d{4}-[01]\d-[0-3]\d\t[0-2]\d:[0-5]\d:[0-6]\d"
+    r"\t(?:-?\d++(?:\.\d++)?+(?:[eE][-+]?\d++)?+|None)" + r"\t(?:-?\d++|None)" * 11)
+
+_COLUMNS = ", ".join(["unit_id", "nickname", "date", "time", "temp", "flash_count"]
+                     + [f"co2_{i:02d}" for i in range(1, 11)] + ["src_file", "src_line"])
+# SQLite's column affinity turns the numeric text into INTEGER/REAL: no conversion in Python.
+INSERT = (f"INSERT OR IGNORE INTO co2_readings ({_COLUMNS}) "
+          f"VALUES ({', '.join('?' * (FIELDS + 2))})")
+
+
+def _nickname(raw: str) -> str | None:
+    return None if raw == "None" or raw.endswith("NICK") else raw
+
+
+def parse_line(line: str) -> tuple[list | None, str, list[str]]:
+    """Validate one line: (fields or None, why it was refused, reasons for fields set NULL)."""
+    if _BAD.search(line):
+        return None, "non-printing bytes", []
+    if not line.startswith(HW_PREFIX):
+        return None, "not a co2unit- line", []
+    f = line.split("\t")
+    if len(f) != FIELDS:
+        return None, "wrong field count", []
+    if not _HW_ID.fullmatch(f[0]):
+        return None, "garbled hw_id", []
+    if not _DATE.fullmatch(f[2]):
+        return None, "unparseable date", []
+    if f[2].startswith("1970-"):
+        return None, "1970 date (clock lost)", []
+    if not _TIME.fullmatch(f[3]):
+        return None, "unparseable time", []
+    nulled = []
+    if f[1].endswith("NICK"):
+        nulled.append("nickname ending in NICK")
+    f[1] = _nickname(f[1])
+    for i, pattern in enumerate(_NUMBER, 4):
+        value = f[i]
+        if pattern.fullmatch(value):
+            continue
+        if value == "None":
+            pass
+        elif value == "":
+            nulled.append("empty field")
+        elif _CUT_NUMBER.fullmatch(value):
+            nulled.append("truncated field")
+        else:
+            return None, "unparseable field", []
+        f[i] = None
+    return f, "", nulled
+
+
+def salvage(line: str, file_id: int, line_no: int, report: StageReport) -> list | None:
+    """Import what can be trusted of an irregular line, counting what is dropped or NULLed."""
+    # A row cut by a power loss has the next row (or a NUL block and then a row) written onto
+    # its line: the intact row is the last one, starting at the last hw_id.
+    start = line.rfind(HW_PREFIX)
+    if start > 0:
+        fields, _, nulled = parse_line(line[start:])
+        if fields is not None:
+            damage = line[:start]
+            why = "non-printing bytes before a row" if _BAD.search(damage) else "row cut off"
+            report.drop(file_id, line_no, why, damage, outcome="recovered")
+            return _finish(fields, nulled, file_id, line_no, report)
+    fields, why, nulled = parse_line(line)
+    if fields is None:
+        report.drop(file_id, line_no, why, line)
+        return None
+    return _finish(fields, nulled, file_id, line_no, report)
+
+
+def _finish(fields: list, nulled: list[str], file_id: int, line_no: int,
+            report: StageReport) -> list:
+    for reason in nulled:
+        report.add("nulled", reason)
+    fields.append(file_id)
+    fields.append(line_no)
+    return fields
+
+
+def parse_lines(text: str, file_id: int, first_line: int, report: StageReport) -> list[list]:
+    """Rows of co2_readings from complete lines (text ends with a newline)."""
+    rows = []
+    match = _GOOD_LINE.fullmatch
+    for line_no, line in enumerate(text.split("\n")[:-1], first_line):
+        if match(line):
+            f = line.split("\t")
+            if "None" in line:
+                f = [None if v == "None" else v for v in f]
+            if f[1] is not None and f[1].endswith("NICK"):
+                report.add("nulled", "nickname ending in NICK")
+                f[1] = None
+            f += (file_id, line_no)
+            rows.append(f)
+        else:
+            row = salvage(line, file_id, line_no, report)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def _unit_of(key: str) -> str:
+    return key.split(":", 1)[1].split("/", 1)[0]
+
+
+def forget_replaced(conn: sqlite3.Connection, plan: sources.Plan, report: StageReport) -> None:
+    """Delete the rows of replaced and vanished files; re-read their units' other files."""
+    gone = plan.replaced + plan.vanished
+    if not gone:
+        return
+    # Their rows may have hidden the same readings in a sibling file (INSERT OR IGNORE).
+    sources.rescan_groups(plan, {_unit_of(s.key) for s in gone})
+    gone_ids = [(s.id,) for s in gone]
+    with transaction(conn):
+        before = conn.total_changes
+        conn.executemany("DELETE FROM co2_readings WHERE src_file = ?", gone_ids)
+        report.add("deleted", "file replaced or gone", conn.total_changes - before)
+        sources.forget_dropped(conn, plan.work)
+        sources.forget(conn, plan.vanished)
+        aggregates.rebuild(conn)
+    report.files_replaced = len(gone)
+
+
+def import_readings(conn: sqlite3.Connection, data_dir: Path, report: StageReport) -> None:
+    """Import the new complete lines of every readings file."""
+    found = sources.find_files(data_dir, "data", sources.unit_dirs(data_dir, "data/readings"),
+                               ".tsv")
+    report.files = len(found)
+    with transaction(conn):
+        plan = sources.plan(conn, KIND, found)
+    forget_replaced(conn, plan, report)
+    batch: list[list] = []
+    done: list[tuple[sources.Work, int, int]] = []
+    for work in plan.work:
+        data, start = sources.read_new(work)
+        lines_before = 0 if work.restart else work.state.lines_done
+        text = data.decode("utf-8", "surrogateescape")
+        batch.extend(parse_lines(text, work.state.id, lines_before + 1, report))
+        done.append((work, start + len(data), lines_before + text.count("\n")))
+        if len(batch) >= BATCH_ROWS:
+            _store(conn, batch, done, report)
+            batch, done = [], []
+    _store(conn, batch, done, report)
+    report.files_read = len(plan.work)
+    started = time.monotonic()
+    binned = aggregates.update(conn)
+    report.add("binned", "rows added to co2_bins", binned)
+    report.note = f"co2_bins: {binned} rows binned in {time.monotonic() - started:.2f} s"
+
+
+def _store(conn: sqlite3.Connection, rows: list[list],
+           done: list[tuple[sources.Work, int, int]], report: StageReport) -> None:
+    """Insert rows and record the files' progress in one transaction."""
+    if not done:
+        return
+    with transaction(conn):
+        new = conn.executemany(INSERT, rows).rowcount if rows else 0
+        for work, bytes_done, lines_done in done:
+            sources.save(conn, work, bytes_done, lines_done)
+    report.add("imported", "rows", new)
+    report.add("duplicate", "same unit, date and time", len(rows) - new)

@@ -1,0 +1,202 @@
+"""Incremental reading of append-only source files: what is new since the last import.
+
+Per file the `import_files` table keeps the stat seen last, how many bytes (complete lines) were
+imported and a hash of the first and last imported bytes. A re-run stats files only; a file that
+grew is read from where the import stopped; a file that shrank or whose imported bytes changed
+(a replaced file, a new SD card's sequence under the same name) is imported again from byte 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+HEAD_BYTES = 4096
+TAIL_BYTES = 1024
+_DIGITS = re.compile(r"(\d+)")
+
+
+@dataclass(frozen=True)
+class Found:
+    """A source file on disk: its key in import_files, path, rescan group and stat."""
+
+    key: str
+    path: Path
+    group: str
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+@dataclass
+class State:
+    """A row of import_files."""
+
+    id: int
+    key: str
+    size: int
+    mtime_ns: int
+    inode: int
+    check_hash: str
+    bytes_done: int
+    lines_done: int
+    carry: str | None
+
+
+@dataclass
+class Work:
+    """A file with bytes to import; `restart` means from byte 0 (new, replaced or rescanned)."""
+
+    found: Found
+    state: State
+    restart: bool
+
+
+@dataclass
+class Plan:
+    work: list[Work]
+    unchanged: list[tuple[Found, State]]
+    replaced: list[State]  # imported bytes changed or file shrank: its rows must go
+    vanished: list[State]  # no longer on disk
+
+
+def natural_key(name: str) -> list:
+    """Sort key that puts readings-10000.tsv after readings-9999.tsv."""
+    return [int(p) if p.isdigit() else p for p in _DIGITS.split(name)]
+
+
+def _files_in(directory: Path, suffix: str) -> Iterator[os.DirEntry]:
+    try:
+        with os.scandir(directory) as entries:
+            items = [e for e in entries if e.name.endswith(suffix) and e.is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    yield from sorted(items, key=lambda e: natural_key(e.name))
+
+
+def subdirs(directory: Path) -> list[str]:
+    """Names of the visible subdirectories, sorted."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def find_files(root: Path, prefix: str, relative_dirs: Iterable[tuple[str, str]],
+               suffix: str) -> list[Found]:
+    """Files ending in `suffix` in each (group, dir relative to root), in natural order."""
+    found = []
+    for group, rel in relative_dirs:
+        for entry in _files_in(root / rel, suffix):
+            st = entry.stat()
+            found.append(Found(f"{prefix}:{rel}/{entry.name}", Path(entry.path), group,
+                               st.st_size, st.st_mtime_ns, st.st_ino))
+    return found
+
+
+def unit_dirs(data_dir: Path, subdir: str) -> list[tuple[str, str]]:
+    """(group, relative dir) of `<unit>/<subdir>` and `<unit>/superseded/<ts>/<subdir>`."""
+    dirs = []
+    for unit in subdirs(data_dir):
+        dirs.append((unit, f"{unit}/{subdir}"))
+        for stamp in subdirs(data_dir / unit / "superseded"):
+            dirs.append((unit, f"{unit}/superseded/{stamp}/{subdir}"))
+    return dirs
+
+
+def load_states(conn: sqlite3.Connection, kind: str) -> dict[str, State]:
+    rows = conn.execute("SELECT id, path, size, mtime_ns, inode, check_hash, bytes_done, "
+                        "lines_done, carry FROM import_files WHERE kind = ?", (kind,))
+    return {row[1]: State(*row) for row in rows}
+
+
+def content_hash(path: Path, length: int) -> str:
+    """Hash of the first and last imported bytes (up to `length`), enough to spot a new file."""
+    with open(path, "rb") as f:
+        head = f.read(min(HEAD_BYTES, length))
+        tail_start = max(length - TAIL_BYTES, 0)
+        f.seek(tail_start)
+        tail = f.read(length - tail_start)
+    if len(tail) != length - tail_start:
+        return ""  # shorter than what was imported
+    return hashlib.sha1(head + b"|" + tail).hexdigest()
+
+
+def _was_replaced(f: Found, state: State) -> bool:
+    """True when the bytes imported before are no longer the file's first bytes."""
+    return f.size < state.bytes_done or content_hash(f.path, state.bytes_done) != state.check_hash
+
+
+def plan(conn: sqlite3.Connection, kind: str, found: list[Found]) -> Plan:
+    """Compare the files on disk with import_files: what to read, what to forget."""
+    states = load_states(conn, kind)
+    result = Plan([], [], [], [])
+    for f in found:
+        state = states.pop(f.key, None)
+        if state is None:
+            conn.execute("INSERT INTO import_files (kind, path, size, mtime_ns, inode, check_hash,"
+                         " bytes_done, lines_done) VALUES (?, ?, 0, 0, 0, '', 0, 0)", (kind, f.key))
+            state = State(conn.execute("SELECT last_insert_rowid()").fetchone()[0], f.key,
+                          0, 0, 0, "", 0, 0, None)
+            result.work.append(Work(f, state, True))
+        elif (f.size, f.mtime_ns, f.inode) == (state.size, state.mtime_ns, state.inode):
+            result.unchanged.append((f, state))
+        elif _was_replaced(f, state):
+            result.replaced.append(state)
+            result.work.append(Work(f, state, True))
+        else:
+            result.work.append(Work(f, state, False))
+    result.vanished = list(states.values())
+    return result
+
+
+def rescan_groups(p: Plan, groups: set[str]) -> None:
+    """Read every unchanged file of these groups again from byte 0."""
+    keep = []
+    for f, state in p.unchanged:
+        if f.group in groups:
+            p.work.append(Work(f, state, True))
+        else:
+            keep.append((f, state))
+    p.unchanged = keep
+    p.work.sort(key=lambda w: w.found.key)
+
+
+def forget(conn: sqlite3.Connection, states: Iterable[State]) -> None:
+    """Drop the import state and dropped-line samples of files no longer on disk."""
+    ids = [(s.id,) for s in states]
+    conn.executemany("DELETE FROM dropped_lines WHERE src_file = ?", ids)
+    conn.executemany("DELETE FROM import_files WHERE id = ?", ids)
+
+
+def forget_dropped(conn: sqlite3.Connection, work: Iterable[Work]) -> None:
+    """Drop the dropped-line samples of files read again from byte 0: they are taken anew."""
+    conn.executemany("DELETE FROM dropped_lines WHERE src_file = ?",
+                     [(w.state.id,) for w in work if w.restart and w.state.bytes_done])
+
+
+def read_new(work: Work) -> tuple[bytes, int]:
+    """The complete lines after the imported part, and the offset they start at."""
+    start = 0 if work.restart else work.state.bytes_done
+    with open(work.found.path, "rb") as f:
+        f.seek(start)
+        data = f.read(max(work.found.size - start, 0))
+    # Only newline-terminated lines: a partial last line is read once a later push completes it.
+    return data[: data.rfind(b"\n") + 1], start
+
+
+def save(conn: sqlite3.Connection, work: Work, bytes_done: int, lines_done: int,
+         carry: str | None = None) -> None:
+    """Record how far the file is imported (in the transaction that stored its rows)."""
+    f = work.found
+    conn.execute("UPDATE import_files SET size = ?, mtime_ns = ?, inode = ?, check_hash = ?, "
+                 "bytes_done = ?, lines_done = ?, carry = ? WHERE id = ?",
+                 (f.size, f.mtime_ns, f.inode, content_hash(f.path, bytes_done), bytes_done,
+                  lines_done, carry, work.state.id))
+

@@ -1,0 +1,168 @@
+"""The summary pages in WEB_PUB_DIR: pings_summary.html (one row per unit) and co2_summary.html.
+
+Self-contained HTML (no external CSS or JS), every value escaped, images by bare file name so
+that the server's /status/alive/<name> and /data/co2/<name> routes resolve them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+from . import plotdata
+from .plotdata import Period
+from .publish import write_atomic
+
+PINGS_SUMMARY = "pings_summary.html"
+CO2_SUMMARY = "co2_summary.html"
+OUTPUTS = (PINGS_SUMMARY, CO2_SUMMARY)
+DAY = 86400.0
+
+_STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
+table{border-collapse:collapse;font-size:.85rem}
+th,td{padding:.2rem .5rem;border-bottom:1px solid #ddd}
+th{background:#f2f2f2;text-align:left;position:sticky;top:0}td.n{text-align:right}
+tr.idle td{color:#888}img{max-width:100%;height:auto;border:1px solid #eee}
+.note{color:#666;font-size:.85rem}"""
+
+
+@dataclass
+class UnitSummary:
+    """One row of the ping summary."""
+
+    hw_id: str
+    nickname: str | None = None
+    site: str | None = None
+    tier: int | None = None
+    deployed: bool = False
+    last_ping: str | None = None
+    last_dbm: int | None = None
+    last_ping_deployed: str | None = None
+    days_deployed: float | None = None
+    days_with_ping: int | None = None
+    min_dbm: int | None = None
+    mean_dbm: float | None = None
+    max_dbm: int | None = None
+
+
+def _current_deployment(periods: list[Period], now: float) -> Period | None:
+    """The unit's latest period with status `deployed` that has started."""
+    started = [p for p in periods if p.status == plotdata.STATUS_DEPLOYED
+               and (p.start is None or p.start <= now)]
+    return max(started, key=lambda p: p.start or 0.0, default=None)
+
+
+def unit_summaries(conn: sqlite3.Connection, now: float) -> list[UnitSummary]:
+    """Every unit seen in pings, readings or deployments; deployed units first."""
+    periods = plotdata.periods(conn)
+    by_unit: dict[str, list[Period]] = {}
+    for p in periods:
+        by_unit.setdefault(p.unit_id, []).append(p)
+    units = sorted(set(plotdata.ping_units(conn)) | set(plotdata.reading_units(conn))
+                   | set(by_unit))
+    rows = [_summary(conn, unit, by_unit.get(unit, []), now) for unit in units]
+    return sorted(rows, key=lambda r: (not r.deployed, -(r.tier or 0) if r.deployed else 0,
+                                       (r.site or "") if r.deployed else "", r.hw_id))
+
+
+def _summary(conn: sqlite3.Connection, unit: str, periods: list[Period],
+             now: float) -> UnitSummary:
+    row = UnitSummary(unit)
+    last = conn.execute("SELECT ping_ts, rssi_dbm, nickname FROM pings WHERE unit_id = ? "
+                        "ORDER BY ping_ts DESC LIMIT 1", (unit,)).fetchone()
+    if last:
+        row.last_ping, row.last_dbm, row.nickname = last[0][:19].replace("T", " "), last[1], last[2]
+    current = _current_deployment(periods, now)
+    latest = max(periods, key=lambda p: p.start or 0.0, default=None)
+    for p in (latest, current):
+        if p is not None:
+            row.nickname, row.site, row.tier = p.nickname or row.nickname, p.site, p.tier
+    if current is None or current.start is None:
+        return row
+    end = now if current.end is None else min(current.end, now)
+    row.deployed = current.end is None or current.end > now
+    row.days_deployed = max(end - current.start, 0.0) / DAY
+    stats = conn.execute(
+        "SELECT max(ping_ts), count(DISTINCT ping_date), min(rssi_dbm), avg(rssi_dbm), "
+        "max(rssi_dbm) FROM pings WHERE unit_id = ? AND ping_ts >= ? AND ping_ts < ?",
+        (unit, plotdata.to_text(current.start, "T"), plotdata.to_text(end + 1, "T"))).fetchone()
+    last_deployed, row.days_with_ping, row.min_dbm, row.mean_dbm, row.max_dbm = stats
+    row.last_ping_deployed = last_deployed[:19].replace("T", " ") if last_deployed else None
+    return row
+
+
+def _cell(value: object, numeric: bool = False, digits: int = 0) -> str:
+    if value is None:
+        text = "–"
+    elif isinstance(value, float):
+        text = f"{value:.{digits}f}"
+    else:
+        text = str(value)
+    return f"<td class=n>{escape(text)}</td>" if numeric else f"<td>{escape(text)}</td>"
+
+
+_COLUMNS = ("hw_id", "nickname", "site", "last ping (UTC)", "last dBm",
+            "last ping since deployment", "days deployed", "days with a ping since deployment",
+            "min dBm", "mean dBm", "max dBm")
+
+
+def pings_page(rows: list[UnitSummary], generated: str) -> str:
+    """The ping summary: one row per unit, deployed units first, then the pings plot."""
+    body = []
+    for r in rows:
+        cells = [_cell(r.hw_id), _cell(r.nickname), _cell(r.site), _cell(r.last_ping),
+                 _cell(r.last_dbm, True), _cell(r.last_ping_deployed),
+                 _cell(r.days_deployed, True, 1), _cell(r.days_with_ping, True),
+                 _cell(r.min_dbm, True), _cell(r.mean_dbm, True, 1), _cell(r.max_dbm, True)]
+        body.append(f"<tr{'' if r.deployed else ' class=idle'}>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{escape(c)}</th>" for c in _COLUMNS)
+    deployed = sum(r.deployed for r in rows)
+    table = (f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+             if rows else "<p>No units yet: no pings, readings or deployments.</p>")
+    return _page("Alive pings: summary per unit", generated,
+                 f"<p class=note>{len(rows)} units, {deployed} deployed now (listed first); "
+                 "signal figures cover the current deployment. Times in UTC.</p>" + table
+                 + '<h2>Pings over time</h2><p><img src="pings_all_tiered.svg" '
+                 'alt="pings per deployment group, coloured by signal strength"></p>')
+
+
+def co2_page(last_import: list[tuple[str, str, str, int]], generated: str) -> str:
+    """The CO2 summary: the recent and the full tiered plots, and what the last import did."""
+    log_rows = "".join(f"<tr><td>{escape(s)}</td><td>{escape(o)}</td><td>{escape(r)}</td>"
+                       f"<td class=n>{n}</td></tr>" for s, o, r, n in last_import)
+    log = (f"<h2>Last import</h2><table><thead><tr><th>stage</th><th>outcome</th>"
+           f"<th>reason</th><th>lines or rows</th></tr></thead><tbody>{log_rows}</tbody></table>"
+           if last_import else "")
+    return _page("CO2 and temperature: summary", generated,
+                 "<p class=note>Mean of the ten CO2 readings (ppm) and temperature (°C) per "
+                 "deployment group, highest tier on top. Times in UTC.</p>"
+                 '<h2>Last 14 days</h2><p><a href="co2_tiered_recent_hires.svg">'
+                 '<img src="co2_tiered_recent_hires.svg" alt="CO2, last 14 days"></a></p>'
+                 '<h2>All data</h2><p><a href="co2_tiered_all_hires.svg">'
+                 '<img src="co2_tiered_all_hires.svg" alt="CO2, all data"></a></p>' + log)
+
+
+def _page(title: str, generated: str, body: str) -> str:
+    return (f"<!doctype html><html lang=en><head><meta charset=utf-8>"
+            f"<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{escape(title)}</h1><p class=note>Generated {escape(generated)} UTC.</p>"
+            f"{body}</body></html>\n")
+
+
+def last_import(conn: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
+    """The import_log rows of the latest run that imported something."""
+    return conn.execute("SELECT stage, outcome, reason, count FROM import_log WHERE run_ts = "
+                        "(SELECT max(run_ts) FROM import_log) ORDER BY rowid").fetchall()
+
+
+def make_page(conn: sqlite3.Connection, name: str, pub_dir: Path, now: float) -> None:
+    """Write one of OUTPUTS into pub_dir."""
+    generated = plotdata.to_text(now)
+    if name == PINGS_SUMMARY:
+        html = pings_page(unit_summaries(conn, now), generated)
+    else:
+        html = co2_page(last_import(conn), generated)
+    write_atomic(pub_dir / name, html)

@@ -1,0 +1,339 @@
+"""The importer: values, NULLs, drop counts, traceability and incremental behaviour."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import datetime
+
+import pytest
+from toolchain_fixtures import (
+    A_DROPPED,
+    A_IMPORTED,
+    A_LINES,
+    A_PARTIAL,
+    A_PARTIAL_CUT,
+    GOOD_A,
+    HW_A,
+    HW_B,
+    HW_D,
+    SITE,
+    SUPERSEDED_ONLY,
+    Tree,
+    append,
+    build_tree,
+    import_tree,
+    open_db,
+    reading,
+    write,
+)
+
+from co2unit_server.importer import errorlogs, readings
+from co2unit_server.pinglog import Ping, PingLog
+
+
+@pytest.fixture
+def tree(tmp_path) -> Tree:
+    return build_tree(tmp_path)
+
+
+@pytest.fixture
+def conn(tree: Tree):
+    conn = open_db(tree)
+    yield conn
+    conn.close()
+
+
+def _rows(conn: sqlite3.Connection, sql: str, *args) -> list[tuple]:
+    return conn.execute(sql, args).fetchall()
+
+
+def _log(conn: sqlite3.Connection, stage: str, outcome: str) -> dict[str, int]:
+    rows = _rows(conn, "SELECT reason, sum(count) FROM import_log WHERE stage = ? AND outcome = ?"
+                 " GROUP BY reason", stage, outcome)
+    return dict(rows)
+
+
+def _readings_dump(conn: sqlite3.Connection) -> list[tuple]:
+    return _rows(conn, "SELECT unit_id, nickname, date, time, temp, flash_count, co2_01, co2_02, "
+                 "co2_03, co2_10 FROM co2_readings ORDER BY unit_id, date, time")
+
+
+def test_readings_values_nulls_and_drop_counts(tree, conn):
+    reports = import_tree(tree, conn)
+    a = {(r[2], r[3]): r for r in _rows(conn, "SELECT * FROM co2_readings WHERE unit_id = ?",
+                                        HW_A)}
+    assert len(a) == A_IMPORTED + 1  # + the reading only the superseded copy has
+    assert a[("2026-11-01", "13:00:10")][4:8] == (23.4375, 1, 680, 700)
+    assert a[("2026-11-01", "13:30:10")][4:7] == (None, 0, None)  # `None` -> NULL
+    assert a[("2026-11-01", "14:00:10")][6:8] == (0, 200010)  # glitches kept in the table
+    assert a[("2026-11-01", "14:30:10")][4] == 85.0
+    assert a[("2026-11-01", "15:00:10")][1] is None  # DEFAULTNICK
+    assert a[("2026-11-01", "15:30:10")][4] is None and a[("2026-11-01", "15:30:10")][7] is None
+    assert ("1970-01-01", "00:00:42") not in a
+    assert isinstance(a[("2026-11-01", "13:00:10")][6], int)  # affinity made the text a number
+    assert _log(conn, "readings", "dropped") == A_DROPPED
+    assert _log(conn, "readings", "nulled") == {"empty field": 1, "truncated field": 1,
+                                                "nickname ending in NICK": 1}
+    assert _log(conn, "readings", "recovered") == {"row cut off": 1,
+                                                   "non-printing bytes before a row": 1}
+    assert sum(A_DROPPED.values()) == reports["readings"].total("dropped")
+    # Every physical line of A's file has exactly one outcome.
+    assert (reports["readings"].total("dropped") + A_IMPORTED) == len(A_LINES)
+
+
+def test_power_loss_and_nul_block_keep_the_intact_row(tree, conn):
+    import_tree(tree, conn)
+    times = [t for (t,) in _rows(conn, "SELECT time FROM co2_readings WHERE unit_id = ? AND "
+                                 "date = '2026-11-01' ORDER BY time", HW_A)]
+    assert "16:30:10" in times and "17:00:10" in times  # recovered
+    assert "16:00:10" not in times  # the cut row is not invented
+    row = _rows(conn, "SELECT temp, co2_01, co2_10 FROM co2_readings WHERE time = '16:30:10'")
+    assert row == [(5.5, 700, 700)]  # columns not shifted
+    units = {u for (u,) in _rows(conn, "SELECT DISTINCT unit_id FROM co2_readings")}
+    assert all(len(u) == 20 for u in units)  # no unit invented from garbage
+
+
+def test_every_row_traces_back_to_its_file_and_line(tree, conn):
+    import_tree(tree, conn)
+    rows = _rows(conn, "SELECT r.unit_id, r.date, r.time, f.path, r.src_line FROM co2_readings r"
+                 " JOIN import_files f ON f.id = r.src_file")
+    assert rows
+    for unit, date, time, path, line_no in rows:
+        file = tree.data_dir / path.split(":", 1)[1]
+        line = file.read_bytes().split(b"\n")[line_no - 1].decode("utf-8", "replace")
+        assert f"{unit}\t" in line and f"\t{date}\t{time}\t" in line
+    dropped = _rows(conn, "SELECT f.path, d.src_line, d.reason FROM dropped_lines d "
+                    "JOIN import_files f ON f.id = d.src_file WHERE d.reason LIKE 'dropped:%'")
+    assert ("data:" + f"{HW_A}/data/readings/readings-0000.tsv", 4,
+            "dropped: 1970 date (clock lost)") in dropped
+
+
+def test_superseded_copy_and_re_push_are_one_reading(tree, conn):
+    reports = import_tree(tree, conn)
+    assert _rows(conn, "SELECT count(*) FROM co2_readings WHERE unit_id = ? AND date = ? AND "
+                 "time = ?", HW_A, "2026-11-01", "13:00:10") == [(1,)]
+    assert _rows(conn, "SELECT count(*) FROM co2_readings WHERE date = '2026-10-31'") == [(1,)]
+    assert reports["readings"].total("duplicate") == 1
+
+
+def test_partial_last_line_is_imported_once_completed(tree, conn):
+    import_tree(tree, conn)
+    query = "SELECT count(*) FROM co2_readings WHERE time = '18:30:10'"
+    assert _rows(conn, query) == [(0,)]
+    append(tree.readings(HW_A), A_PARTIAL[A_PARTIAL_CUT:])  # the rest, still no newline
+    import_tree(tree, conn)
+    assert _rows(conn, query) == [(0,)]
+    append(tree.readings(HW_A), "\n")
+    reports = import_tree(tree, conn)
+    assert _rows(conn, query) == [(1,)]
+    assert reports["readings"].total("imported") == 1
+    line = _rows(conn, "SELECT src_line FROM co2_readings WHERE time = '18:30:10'")
+    assert line == [(len(A_LINES) + 1,)]
+
+
+def test_rerun_with_nothing_new_reads_no_file(tree, conn):
+    import_tree(tree, conn)
+    reports = import_tree(tree, conn)
+    for report in reports.values():
+        assert report.files_read == 0 and report.files_replaced == 0
+        assert report.total("imported") == 0 and report.total("deleted") == 0
+
+
+def test_append_and_new_file_are_imported(tree, conn):
+    import_tree(tree, conn)
+    path = tree.readings(HW_B)
+    append(path, reading(HW_B, "varanger-04", "2026-11-07", "00:00:10") + "\n")
+    write(tree.readings(HW_B, "readings-0001.tsv"),
+          reading(HW_B, "varanger-04", "2026-11-08", "00:00:10") + "\n")
+    reports = import_tree(tree, conn)
+    assert reports["readings"].files_read == 2
+    assert reports["readings"].total("imported") == 2
+    assert _rows(conn, "SELECT count(*) FROM co2_readings WHERE unit_id = ?", HW_B) == [(5,)]
+    assert _rows(conn, "SELECT src_line FROM co2_readings WHERE date = '2026-11-07'") == [(4,)]
+
+
+@pytest.mark.parametrize("change", ["truncated", "replaced", "rewritten in place"])
+def test_truncated_or_replaced_file_is_imported_again(tree, conn, change):
+    import_tree(tree, conn)
+    path = tree.readings(HW_B)
+    new = reading(HW_B, "varanger-04", "2026-12-01", "00:00:10") + "\n"
+    if change == "truncated":
+        path.write_text(new)
+    elif change == "replaced":
+        path.unlink()
+        write(path, new)
+    else:
+        old = path.read_bytes()
+        # Same size, same inode, different bytes.
+        path.write_bytes(old.replace(b"varanger-04", b"varanger-05"))
+    reports = import_tree(tree, conn)
+    assert reports["readings"].files_replaced == 1
+    rows = _rows(conn, "SELECT nickname, date FROM co2_readings WHERE unit_id = ? ORDER BY date",
+                 HW_B)
+    if change == "rewritten in place":
+        assert [n for n, _ in rows] == ["varanger-05"] * 3
+    else:
+        assert rows == [("varanger-04", "2026-12-01")]
+
+
+def test_new_sd_card_moves_files_to_superseded_and_nothing_is_lost(tree, conn):
+    """The server moves data/readings aside; the unit starts a new sequence over the name."""
+    import_tree(tree, conn)
+    before = _readings_dump(conn)
+    moved = tree.data_dir / HW_B / "superseded" / "20261110T000000.000000Z" / "data"
+    moved.mkdir(parents=True)
+    shutil.move(tree.readings(HW_B).parent, moved / "readings")
+    write(tree.readings(HW_B), reading(HW_B, "varanger-04", "2026-11-10", "00:00:10") + "\n")
+    reports = import_tree(tree, conn)
+    after = _readings_dump(conn)
+    assert set(before) < set(after) and len(after) == len(before) + 1
+    assert reports["readings"].files_replaced == 1
+    paths = {p for (p,) in _rows(conn, "SELECT DISTINCT f.path FROM co2_readings r JOIN "
+                                 "import_files f ON f.id = r.src_file WHERE r.unit_id = ?", HW_B)}
+    assert all("superseded/20261110" in p or p.endswith("readings-0000.tsv") for p in paths)
+    assert any("superseded/20261110" in p for p in paths)
+
+
+def test_vanished_file_rows_come_back_from_a_sibling_copy(tree, conn):
+    """Rows a deleted file held hid the same readings in the superseded copy: restored."""
+    import_tree(tree, conn)
+    tree.readings(HW_A).unlink()
+    import_tree(tree, conn)
+    rows = _rows(conn, "SELECT date, time FROM co2_readings WHERE unit_id = ? ORDER BY date",
+                 HW_A)
+    assert rows == [("2026-10-31", "12:00:10"), ("2026-11-01", "13:00:10")]
+
+
+def test_incremental_import_equals_import_from_scratch(tree, conn, tmp_path):
+    lines = [line for line, _ in A_LINES]
+    path = tree.readings(HW_A)
+    path.write_bytes(b"")
+    import_tree(tree, conn)
+    for line in lines:  # pushed in chunks that cut lines anywhere
+        half = len(line) // 2
+        append(path, line[:half])
+        import_tree(tree, conn)
+        append(path, line[half:] + b"\n")
+        import_tree(tree, conn)
+    scratch = Tree(tmp_path / "scratch")
+    shutil.copytree(tree.data_dir, scratch.data_dir)
+    shutil.copytree(tree.db_dir / "pings", scratch.db_dir / "pings")
+    other = open_db(scratch)
+    import_tree(scratch, other)
+    assert _readings_dump(conn) == _readings_dump(other)
+    assert _rows(conn, "SELECT * FROM co2_bins ORDER BY 1, 2") == \
+        _rows(other, "SELECT * FROM co2_bins ORDER BY 1, 2")
+    drops = "SELECT reason, count(*) FROM dropped_lines GROUP BY reason ORDER BY reason"
+    assert _rows(conn, drops) == _rows(other, drops)
+
+
+def test_co2_bins_leave_out_glitches_and_fault_temperature(tree, conn):
+    import_tree(tree, conn)
+    bucket = int(datetime.fromisoformat("2026-11-01T14:00:10+00:00").timestamp()) // 10800
+    co2_sum, co2_n, temp_sum, temp_n = _rows(
+        conn, "SELECT co2_sum, co2_n, temp_sum, temp_n FROM co2_bins WHERE unit_id = ? AND "
+        "bucket = ?", HW_A, bucket)[0]
+    # 12:00-15:00 holds 13:00 (10 values), 13:30 (9: one None), 14:00 (8: 0 and 200010 out),
+    # 14:30 (temperature 85.0 out).
+    assert co2_n == 10 + 9 + 8 + 10
+    assert co2_sum == 6990 + 6300 + 6400 + 7000
+    assert (temp_sum, temp_n) == (23.4375 + 22.0, 2)
+
+
+def test_pings_five_and_six_columns_and_other_servers(tree, conn):
+    reports = import_tree(tree, conn)
+    rows = _rows(conn, "SELECT ping_ts, unit_id, nickname, rssi_raw, rssi_dbm, ber_raw FROM pings"
+                 " ORDER BY ping_ts")
+    assert ("2026-11-01T03:11:00.000000", HW_B, None, None, None, None) in rows
+    assert ("2026-11-02T03:12:00.500000", HW_D, None, 9, -95, None) in rows
+    assert len(rows) == 4
+    assert reports["pings"].total("duplicate") == 1
+    assert _log(conn, "pings", "dropped") == {"wrong field count": 1}
+
+
+def test_no_duplicates_of_pings_the_server_inserted_live(tree, conn):
+    log = PingLog(tree.db_dir / "pings", 100 * 1024, tree.db_dir / "locks" / "pings.lock",
+                  tree.db_dir / "db.sqlite3", 2000)
+    log.record(Ping(datetime(2026, 11, 8, 3, 10, 0), HW_A, "varanger-03", 10, -93, None))
+    log.record(Ping(datetime(2026, 11, 8, 3, 20, 0, 5), HW_B, "None"))
+    reports = import_tree(tree, conn)
+    assert reports["pings"].total("duplicate") == 3  # two live ones and the other server's copy
+    assert _rows(conn, "SELECT count(*), count(DISTINCT unit_id || ping_ts) FROM pings") == \
+        [(6, 6)]
+
+
+def test_error_logs_both_formats_inferred_dates_types_and_tracebacks(tree, conn):
+    import_tree(tree, conn)
+    rows = _rows(conn, "SELECT idate, itime, etype, odate, otime, level, message FROM error_logs"
+                 " ORDER BY src_line")
+    assert [r[2] for r in rows] == ["transmit", "uncaught", "watchdog", "signal", "backoff", None]
+    assert rows[0][3:6] == ("2026-10-25", "03:11:24", "INFO")  # tuple date
+    assert rows[1][6].startswith("Uncaught exception\nTraceback")
+    assert rows[1][6].endswith("OSError: [Errno 113] EHOSTUNREACH")
+    # 1970 entries get the last good date; their own stamp is kept.
+    assert rows[2][:2] == ("2026-10-25", "03:12:00") and rows[2][3] == "1970-01-01"
+    assert rows[3][:2] == ("2026-10-25", "03:12:00")
+    assert _log(conn, "errors", "inferred") == {"date from the last good entry": 2}
+
+
+def test_error_log_entry_completed_by_a_later_push(tree, conn):
+    path = tree.data_dir / HW_A / "errors" / "errors-0001.txt"
+    write(path, "----- (1970, 1, 1, 0, 0, 1, 3, 1) EXC   Uncaught exception\nTraceback\n")
+    import_tree(tree, conn)
+    append(path, "  File \"x.py\"\nValueError\n----- 2026-10-27 03:00:00 INFO  transmitting\n")
+    reports = import_tree(tree, conn)
+    rows = _rows(conn, "SELECT idate, etype, message FROM error_logs e JOIN import_files f ON "
+                 "f.id = e.src_file WHERE f.path LIKE '%errors-0001.txt' ORDER BY src_line")
+    # The last good date carries over from errors-0000.txt.
+    assert rows == [("2026-10-26", "uncaught", 'Uncaught exception\nTraceback\n  File "x.py"\n'
+                     "ValueError"), ("2026-10-27", "transmit", "transmitting")]
+    assert reports["errors"].total("imported") == 1
+
+
+def test_error_headline_parsing():
+    assert errorlogs.headline("----- (2019, 10, 25, 3, 11, 24, 4, 298) EXC   boom") == \
+        ("2019-10-25", "03:11:24", "EXC", "boom")
+    assert errorlogs.headline("----- 2019-09-16 10:55:57 WARN  Signal quality 7") == \
+        ("2019-09-16", "10:55:57", "WARN", "Signal quality 7")
+    assert errorlogs.headline("  File 'x'") is None
+    assert errorlogs.classify("Watchdog timeout") == "watchdog"
+
+
+def test_deployments_comments_nulls_and_utc(tree, conn):
+    import_tree(tree, conn)
+    rows = _rows(conn, "SELECT unit_id, site, tier, status, start_ts, end_ts, note FROM "
+                 "deploy_durations_tiered ORDER BY rowid")
+    assert rows[0] == (HW_A, SITE, 3, "deployed", "2026-10-30 00:00:00", "2026-11-05 00:00:00",
+                       "first # not a comment")
+    assert rows[1][5] is None and rows[1][6] is None  # empty cells
+    assert rows[2][1] is None and rows[2][5] == "2026-11-07 10:00:00"  # +02:00 -> UTC
+    assert len(rows) == 6  # the commented row is not there, the bad tier is dropped
+    assert _log(conn, "deployments", "dropped") == {"tier is not an integer": 1}
+
+
+def test_missing_deployment_file_gives_an_empty_table_and_a_message(tree, conn):
+    import_tree(tree, conn)
+    tree.deployments.unlink()
+    out: list[str] = []
+    import_tree(tree, conn, out)
+    assert _rows(conn, "SELECT count(*) FROM deploy_durations_tiered") == [(0,)]
+    assert any("no deployment table at" in line for line in out)
+
+
+def test_progress_line_per_stage_names_rows_and_reasons(tree, conn):
+    out: list[str] = []
+    import_tree(tree, conn, out)
+    assert [line.split(":")[0] for line in out] == ["readings", "errors", "pings", "deployments"]
+    assert "16 new rows" in out[0] and "1970 date (clock lost): 1" in out[0] and " s" in out[0]
+
+
+def test_fast_path_and_slow_path_agree():
+    """A clean line gives the same row through the one-regex path and through parse_line."""
+    from co2unit_server.importer.report import StageReport
+
+    line = GOOD_A
+    fast = readings.parse_lines(line + "\n", 1, 1, StageReport("x"))
+    slow, why, nulled = readings.parse_line(line)
+    assert fast[0][:16] == slow and not why and not nulled
+    assert readings.parse_lines(SUPERSEDED_ONLY + "\n", 1, 1, StageReport("x"))
