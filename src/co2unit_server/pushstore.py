@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .errors import ApiError, ErrorCode
 log = logging.getLogger(__name__)
 
 SUPERSEDED_DIR = "superseded"
+FREE_SPACE_RECHECK_S = 1.0
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -78,6 +80,9 @@ class PushStore:
         self.push_dirs = tuple(push_dirs)
         self.max_file_bytes = max_file_bytes
         self.min_free_bytes = min_free_bytes
+        # statvfs at most once a second per process: a chunk is 4 KB, the floor is megabytes.
+        self._free_checked_at = float("-inf")
+        self._free_bytes = 0
 
     def check_pushable(self, segments: Sequence[str]) -> None:
         """Refuse a push outside the configured directories (never into `updates/`)."""
@@ -108,7 +113,8 @@ class PushStore:
             new_bytes = data[size - offset:]
             if new_bytes:
                 self._write(path, size, new_bytes)
-            return self._last_file(directory) or Ack(name, file_size(path))
+            pushed = Ack(name, size + len(new_bytes))
+            return self._last_file(directory, pushed) or pushed
 
     def _skipped(self, directory: Path, name: str, size: int, offset: int) -> ApiError:
         """A 416 whose ack_file is where the unit must resume."""
@@ -189,8 +195,12 @@ class PushStore:
             log.exception("could not undo a failed write to %s", path)
 
     def _check_free_space(self, needed: int) -> None:
-        stats = os.statvfs(self.root)
-        free = stats.f_bavail * stats.f_frsize
+        now = time.monotonic()
+        if now - self._free_checked_at > FREE_SPACE_RECHECK_S:
+            stats = os.statvfs(self.root)
+            self._free_bytes = stats.f_bavail * stats.f_frsize
+            self._free_checked_at = now
+        free = self._free_bytes
         if free - needed < self.min_free_bytes:
             log.error("refusing push: %d bytes free, floor is %d", free, self.min_free_bytes)
             raise ApiError(ErrorCode.INSUFFICIENT_STORAGE,
@@ -212,8 +222,11 @@ class PushStore:
                     directory.relative_to(self.root), dest.relative_to(self.root))
 
     @staticmethod
-    def _last_file(directory: Path) -> Ack | None:
-        """The last file by name in a directory, as the units expect in ack_file."""
+    def _last_file(directory: Path, known: Ack | None = None) -> Ack | None:
+        """The last file by name in a directory, as the units expect in ack_file.
+
+        `known` is a file whose size is already known (saves a stat when it is the last).
+        """
         try:
             with os.scandir(directory) as entries:
                 names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
@@ -222,6 +235,8 @@ class PushStore:
         if not names:
             return None
         last = max(names)
+        if known is not None and known.name == last:
+            return known
         return Ack(last, file_size(directory / last))
 
     @contextmanager
