@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from ..launcher import ServerProcess
@@ -49,11 +49,18 @@ def write_deployments(remote_data: Path, hw_ids: list[str], start: datetime) -> 
     path.write_text("# written by the demo\n" + "\n".join(rows) + "\n", encoding="utf-8")
 
 
+def demo_start(days: int) -> datetime:
+    """Midnight UTC `days` ago: the simulated month ends today, so "last 14 days" has data."""
+    today = datetime.now(UTC).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days)
+
+
 def simulate(server: ServerProcess, args: argparse.Namespace, base: Path) -> FleetResult:
     cfg = FleetConfig(host=server.host, port=server.port, remote_data=server.remote_data,
                       units=args.units, days=args.days, faults=args.faults, seed=args.seed,
                       timeout=1, workdir=base / "cards", lose_state_rate=0.01, swap_rate=0.005,
-                      nickname_updates=[(RENAMED_UNIT, RENAME_DAY, NEW_NICKNAME)])
+                      nickname_updates=[(RENAMED_UNIT, RENAME_DAY, NEW_NICKNAME)],
+                      start=demo_start(args.days))
     print(f"demo: {args.units} units x {args.days} days, {args.faults:.0%} faulty connections; "
           f"unit 0 gets the nickname {NEW_NICKNAME!r} on day {RENAME_DAY}", flush=True)
     write_deployments(server.remote_data, unit_ids(cfg.units, cfg.seed), cfg.start)
