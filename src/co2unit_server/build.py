@@ -128,29 +128,27 @@ def _import(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
     run_import(conn, _sources(args), out=lambda line: print(line, flush=True))
 
 
-def run_import_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Import everything new into DB_DIR/db.sqlite3."""
+def _run(args: argparse.Namespace, publish: bool) -> int:
     db_path = args.db_dir / DB_NAME
     with locked(db_path):
         conn = _open(args.db_dir)
         try:
             _import(conn, args)
+            if publish:
+                _publish(conn, db_path, args)
         finally:
             conn.close()
     return 0
+
+
+def run_import_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Import everything new into DB_DIR/db.sqlite3."""
+    return _run(args, publish=False)
 
 
 def run_build_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Import, then redraw the plots and pages whose inputs changed."""
-    db_path = args.db_dir / DB_NAME
-    with locked(db_path):
-        conn = _open(args.db_dir)
-        try:
-            _import(conn, args)
-            _publish(conn, db_path, args)
-        finally:
-            conn.close()
-    return 0
+    return _run(args, publish=True)
 
 
 def _publish(conn: sqlite3.Connection, db_path: Path, args: argparse.Namespace) -> None:
