@@ -76,6 +76,15 @@ def test_database_failure_keeps_the_tsv_line(tmp_path, caplog):
     assert "is in the TSV log but not in" in caplog.text
 
 
+def test_unwritable_ping_log_still_reaches_the_database(tmp_path, caplog):
+    log = make_log(tmp_path)
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "pings").write_text("a file where the log directory should be")
+    log.record(ping())
+    assert len(db_rows(tmp_path)) == 1
+    assert "could not append the ping" in caplog.text
+
+
 def test_locked_database_keeps_the_tsv_line(tmp_path, caplog):
     log = make_log(tmp_path)
     log.record(ping(0))

@@ -77,8 +77,15 @@ class PingLog:
         self._local = threading.local()
 
     def record(self, ping: Ping) -> None:
-        """Append the ping to the TSV; then insert it, logging (not raising) database errors."""
-        self._append(ping.tsv_line().encode("utf-8"))
+        """Append the ping to the TSV, then insert it; failures are logged, never raised.
+
+        A unit that gets anything but 200 for its ping ends its cycle without pushing its
+        data, so a broken log must not cost it the day.
+        """
+        try:
+            self._append(ping.tsv_line().encode("utf-8"))
+        except OSError:
+            log.exception("could not append the ping of %s to %s", ping.hw_id, self.pings_dir)
         try:
             self._connection().execute(INSERT_PING, ping.db_row())
         except (sqlite3.Error, OSError):
