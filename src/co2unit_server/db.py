@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 # Column names follow the reference toolchain so existing SQL keeps working; add, don't rename.
 SCHEMA = """
@@ -130,5 +135,38 @@ def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
 
 
 def init_schema(conn: sqlite3.Connection) -> None:
-    """Create every table and index that does not exist yet."""
+    """Create every table and index that does not exist yet.
+
+    A table from an older schema (the reference server's `pings` has no ping_ts) is renamed
+    aside, intact, and recreated: every table is rebuilt from the files by the importer.
+    """
+    for table, columns in _schema_columns().items():
+        existing = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+        if existing and not columns <= existing:
+            _move_aside(conn, table, columns - existing)
     conn.executescript(SCHEMA)
+
+
+@functools.cache
+def _schema_columns() -> dict[str, set[str]]:
+    """Each table of SCHEMA and its columns."""
+    scratch = sqlite3.connect(":memory:")
+    scratch.executescript(SCHEMA)
+    tables = [row[0] for row in scratch.execute("SELECT name FROM sqlite_master "
+                                                "WHERE type = 'table'")]
+    columns = {t: {row[1] for row in scratch.execute(f'PRAGMA table_info("{t}")')}
+               for t in tables}
+    scratch.close()
+    return columns
+
+
+def _move_aside(conn: sqlite3.Connection, table: str, missing: set[str]) -> None:
+    aside = f"{table}_before_{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    # Its indexes keep their names when the table is renamed: drop them (they are derived),
+    # or CREATE INDEX IF NOT EXISTS would skip the new table's.
+    for (index,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                 "AND tbl_name = ? AND sql IS NOT NULL", (table,)).fetchall():
+        conn.execute(f'DROP INDEX "{index}"')
+    conn.execute(f'ALTER TABLE "{table}" RENAME TO "{aside}"')
+    log.warning("table %s lacked %s: renamed it to %s and created it anew", table,
+                ", ".join(sorted(missing)), aside)
