@@ -312,6 +312,13 @@ def test_deployments_comments_nulls_and_utc(tree, conn):
     assert _log(conn, "deployments", "dropped") == {"tier is not an integer": 1}
 
 
+def test_deployment_table_saved_with_a_byte_order_mark(tree, conn):
+    tree.deployments.write_bytes(b"\xef\xbb\xbf" + tree.deployments.read_bytes())
+    import_tree(tree, conn)
+    assert len(_rows(conn, "SELECT * FROM deploy_durations_tiered")) == 6
+    assert _log(conn, "deployments", "dropped") == {"tier is not an integer": 1}
+
+
 def test_missing_deployment_file_gives_an_empty_table_and_a_message(tree, conn):
     import_tree(tree, conn)
     tree.deployments.unlink()
@@ -337,3 +344,20 @@ def test_fast_path_and_slow_path_agree():
     slow, why, nulled = readings.parse_line(line)
     assert fast[0][:16] == slow and not why and not nulled
     assert readings.parse_lines(SUPERSEDED_ONLY + "\n", 1, 1, StageReport("x"))
+
+
+@pytest.mark.parametrize("date,time", [("2019-13-31", "13:00:10"), ("2019-00-10", "13:00:10"),
+                                       ("2019-07-00", "13:00:10"), ("2019-02-30", "13:00:10"),
+                                       ("2019-07-31", "24:00:10"), ("2019-07-31", "13:00:60")])
+def test_impossible_date_or_time_is_dropped_and_the_build_goes_on(tree, conn, date, time):
+    path = tree.readings(HW_B, "readings-0001.tsv")
+    write(path, reading(HW_B, "n", date, time) + "\n"
+          + reading(HW_B, "n", "2019-07-31", "13:30:10") + "\n")
+    import_tree(tree, conn)
+    assert _rows(conn, "SELECT count(*) FROM co2_readings WHERE date = ? AND time = ?",
+                 date, time) == [(0,)]
+    assert _rows(conn, "SELECT count(*) FROM co2_readings WHERE unit_id = ? AND date = "
+                 "'2019-07-31' AND time = '13:30:10'", HW_B) == [(1,)]
+    dropped = _log(conn, "readings", "dropped")
+    assert dropped.get("unparseable date", 0) + dropped.get("unparseable time", 0) == 1
+    import_tree(tree, conn)  # and the next run still works

@@ -15,7 +15,6 @@ from toolchain_fixtures import (
     HW_C,
     HW_D,
     HW_E,
-    PINGS_OWN,
     Tree,
     build_tree,
     import_tree,
@@ -100,7 +99,7 @@ def test_pings_summary_one_row_per_unit_deployed_first(tree):
 
 
 def test_pings_page_escapes_values_and_is_self_contained(tree):
-    summaries.make_page(open_db(tree), summaries.PINGS_SUMMARY, _pub(tree), NOW)
+    summaries.make_page(open_db(tree), summaries.PINGS_SUMMARY, _pub(tree), NOW, 14)
     html = (tree.pub_dir / summaries.PINGS_SUMMARY).read_text(encoding="utf-8")
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;&amp;" in html
     page = _parse(html)
@@ -111,8 +110,9 @@ def test_pings_page_escapes_values_and_is_self_contained(tree):
 
 
 def test_co2_page_shows_both_plots_by_bare_name_and_the_last_import(tree):
-    summaries.make_page(open_db(tree), summaries.CO2_SUMMARY, _pub(tree), NOW)
+    summaries.make_page(open_db(tree), summaries.CO2_SUMMARY, _pub(tree), NOW, 7)
     html = (tree.pub_dir / summaries.CO2_SUMMARY).read_text(encoding="utf-8")
+    assert "<h2>Last 7 days</h2>" in html
     page = _parse(html)
     assert page.images == ["co2_tiered_recent_hires.svg", "co2_tiered_all_hires.svg"]
     assert not page.external
@@ -123,7 +123,7 @@ def test_pages_with_no_units(tmp_path):
     tree = Tree(tmp_path)
     conn = open_db(tree)
     for name in summaries.OUTPUTS:
-        summaries.make_page(conn, name, _pub(tree), NOW)
+        summaries.make_page(conn, name, _pub(tree), NOW, 14)
         assert "<html" in (tree.pub_dir / name).read_text()
     assert "No units yet" in (tree.pub_dir / summaries.PINGS_SUMMARY).read_text()
 
@@ -180,9 +180,3 @@ def test_generated_pages_render_in_headless_chromium(uwsgi_server, tmp_path):
     chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,1600",
              f"{uwsgi_server.url}/data/co2/summary")
     assert shot.stat().st_size > 20_000  # plots drawn, not a blank page
-
-
-def test_live_pings_file_lines_are_not_imported_twice(tree):
-    conn = open_db(tree)
-    lines = len(PINGS_OWN.strip().split("\n")) - 1  # one garbage line
-    assert conn.execute("SELECT count(*) FROM pings").fetchone()[0] == lines + 2

@@ -169,7 +169,7 @@ def _publish(conn: sqlite3.Connection, db_path: Path, args: argparse.Namespace) 
                                  args.recent_days, args.co2_max)
         plots.make_plots(db_path, plots_todo, args.pub_dir, opts, now)
     for name in (n for n in todo if n in PAGES):
-        summaries.make_page(conn, name, args.pub_dir, now)
+        summaries.make_page(conn, name, args.pub_dir, now, args.recent_days)
     with transaction(conn):
         for name in todo:
             write_state(conn, OUTPUT_PREFIX + name, prints[name])

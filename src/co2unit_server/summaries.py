@@ -128,7 +128,8 @@ def pings_page(rows: list[UnitSummary], generated: str) -> str:
                  'alt="pings per deployment group, coloured by signal strength"></p>')
 
 
-def co2_page(last_import: list[tuple[str, str, str, int]], generated: str) -> str:
+def co2_page(last_import: list[tuple[str, str, str, int]], generated: str,
+             recent_days: float) -> str:
     """The CO2 summary: the recent and the full tiered plots, and what the last import did."""
     log_rows = "".join(f"<tr><td>{escape(s)}</td><td>{escape(o)}</td><td>{escape(r)}</td>"
                        f"<td class=n>{n}</td></tr>" for s, o, r, n in last_import)
@@ -138,8 +139,9 @@ def co2_page(last_import: list[tuple[str, str, str, int]], generated: str) -> st
     return _page("CO2 and temperature: summary", generated,
                  "<p class=note>Mean of the ten CO2 readings (ppm) and temperature (°C) per "
                  "deployment group, highest tier on top. Times in UTC.</p>"
-                 '<h2>Last 14 days</h2><p><a href="co2_tiered_recent_hires.svg">'
-                 '<img src="co2_tiered_recent_hires.svg" alt="CO2, last 14 days"></a></p>'
+                 f'<h2>Last {recent_days:g} days</h2><p><a href="co2_tiered_recent_hires.svg">'
+                 f'<img src="co2_tiered_recent_hires.svg" alt="CO2, last {recent_days:g} days">'
+                 '</a></p>'
                  '<h2>All data</h2><p><a href="co2_tiered_all_hires.svg">'
                  '<img src="co2_tiered_all_hires.svg" alt="CO2, all data"></a></p>' + log)
 
@@ -158,11 +160,12 @@ def last_import(conn: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
                         "(SELECT max(run_ts) FROM import_log) ORDER BY rowid").fetchall()
 
 
-def make_page(conn: sqlite3.Connection, name: str, pub_dir: Path, now: float) -> None:
+def make_page(conn: sqlite3.Connection, name: str, pub_dir: Path, now: float,
+              recent_days: float) -> None:
     """Write one of OUTPUTS into pub_dir."""
     generated = plotdata.to_text(now)
     if name == PINGS_SUMMARY:
         html = pings_page(unit_summaries(conn, now), generated)
     else:
-        html = co2_page(last_import(conn), generated)
+        html = co2_page(last_import(conn), generated, recent_days)
     write_atomic(pub_dir / name, html)

@@ -35,7 +35,8 @@ CHUNK_ROWS = 200_000
 _ADD = f"""INSERT INTO co2_bins (unit_id, bucket, co2_sum, co2_n, temp_sum, temp_n)
     SELECT unit_id, {EPOCH_SQL} / {BUCKET_SECONDS} AS b, total({CO2_SUM_SQL}),
            total({CO2_N_SQL}), total({TEMP_SQL}), count({TEMP_SQL})
-    FROM co2_readings NOT INDEXED WHERE rowid > ? AND rowid <= ? GROUP BY unit_id, b
+    FROM co2_readings NOT INDEXED WHERE rowid > ? AND rowid <= ? AND b IS NOT NULL
+    GROUP BY unit_id, b
     ON CONFLICT (unit_id, bucket) DO UPDATE SET
         co2_sum = co2_sum + excluded.co2_sum, co2_n = co2_n + excluded.co2_n,
         temp_sum = temp_sum + excluded.temp_sum, temp_n = temp_n + excluded.temp_n"""

@@ -93,7 +93,7 @@ def import_deployments(conn: sqlite3.Connection, path: Path, report: StageReport
         rows = []
         for work in plan.work:
             data = work.found.path.read_bytes()
-            rows = parse(data.decode("utf-8", "replace"), work.state.id, report)
+            rows = parse(data.decode("utf-8-sig", "replace"), work.state.id, report)
             sources.save(conn, work, len(data), data.count(b"\n"))
         report.add("deleted", "previous table",
                    conn.execute("DELETE FROM deploy_durations_tiered").rowcount)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
+from datetime import date
 from pathlib import Path
 
 from . import aggregates, sources
@@ -22,8 +23,11 @@ _INT = r"-?\d+"
 # Printable text except tab; surrogates stand for bytes that were not UTF-8.
 _BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\udc80-\udcff]")
 _HW_ID = re.compile(r"co2unit-[0-9a-f]{12}")
-_DATE = re.compile(r"\d{4}-[01]\d-[0-3]\d")
-_TIME = re.compile(r"[0-2]\d:[0-5]\d:[0-6]\d")
+# Real calendar fields only: SQLite and Python both refuse month 13, hour 24 or second 60.
+_DATE_RE = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+_TIME_RE = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+_DATE = re.compile(_DATE_RE)
+_TIME = re.compile(_TIME_RE)
 _NUMBER = [re.compile(_FLOAT)] + [re.compile(_INT)] * 11
 # What is left of a number whose end was cut off: '-', '23.', '.'.
 _CUT_NUMBER = re.compile(r"-?\d*\.?\d*")
@@ -31,7 +35,7 @@ _CUT_NUMBER = re.compile(r"-?\d*\.?\d*")
 # else goes through parse_line().
 _GOOD_LINE = re.compile(
     r"co2unit-[0-9a-f]{12}\t[^\t\x00-\x1f\x7f-\x9f\udc80-\udcff]*+\t(?!1970-)"
-    r"\d{4}-[01]\d-[0-3]\d\t[0-2]\d:[0-5]\d:[0-6]\d"
+    + _DATE_RE + r"\t" + _TIME_RE +
     r"\t(?:-?\d++(?:\.\d++)?+(?:[eE][-+]?\d++)?+|None)" + r"\t(?:-?\d++|None)" * 11)
 
 _COLUMNS = ", ".join(["unit_id", "nickname", "date", "time", "temp", "flash_count"]
@@ -39,6 +43,15 @@ _COLUMNS = ", ".join(["unit_id", "nickname", "date", "time", "temp", "flash_coun
 # SQLite's column affinity turns the numeric text into INTEGER/REAL: no conversion in Python.
 INSERT = (f"INSERT OR IGNORE INTO co2_readings ({_COLUMNS}) "
           f"VALUES ({', '.join('?' * (FIELDS + 2))})")
+
+
+def _real_date(text: str) -> bool:
+    """False for a day the month does not have (2019-02-30), which the pattern lets through."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _nickname(raw: str) -> str | None:
@@ -56,7 +69,7 @@ def parse_line(line: str) -> tuple[list | None, str, list[str]]:
         return None, "wrong field count", []
     if not _HW_ID.fullmatch(f[0]):
         return None, "garbled hw_id", []
-    if not _DATE.fullmatch(f[2]):
+    if not _DATE.fullmatch(f[2]) or not _real_date(f[2]):
         return None, "unparseable date", []
     if f[2].startswith("1970-"):
         return None, "1970 date (clock lost)", []
@@ -115,8 +128,9 @@ def parse_lines(text: str, file_id: int, first_line: int, report: StageReport) -
     rows = []
     match = _GOOD_LINE.fullmatch
     for line_no, line in enumerate(text.split("\n")[:-1], first_line):
-        if match(line):
-            f = line.split("\t")
+        f = line.split("\t") if match(line) else None
+        # The pattern lets 2019-02-30 through: days past the 28th are checked on a calendar.
+        if f is not None and (f[2][8:] < "29" or _real_date(f[2])):
             if "None" in line:
                 f = [None if v == "None" else v for v in f]
             if f[1] is not None and f[1].endswith("NICK"):
