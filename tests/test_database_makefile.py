@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from toolchain_fixtures import HW_B, Tree, append, build_tree, reading, write
@@ -48,11 +49,21 @@ def test_make_builds_the_database_and_every_page(tmp_path):
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
+def _utc_hour() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H")
+
+
 def test_rerun_with_nothing_new_does_almost_nothing(tmp_path):
     tree = build_tree(tmp_path)
-    make(tree)
-    before = {p.name: p.stat().st_mtime_ns for p in tree.pub_dir.iterdir()}
-    done = make(tree)
+    # Time-relative outputs are redrawn when the UTC hour changes: a pair of runs that
+    # straddles the hour is repeated once rather than mistaken for a needless redraw.
+    for _ in range(2):
+        hour = _utc_hour()
+        make(tree)
+        before = {p.name: p.stat().st_mtime_ns for p in tree.pub_dir.iterdir()}
+        done = make(tree)
+        if _utc_hour() == hour:
+            break
     assert "plots and pages: up to date" in done.stdout
     assert all("(0 read," in line for line in done.stdout.splitlines()[:4])
     assert {p.name: p.stat().st_mtime_ns for p in tree.pub_dir.iterdir()} == before
