@@ -22,6 +22,7 @@ from . import db, plotdata, summaries
 from .importer import STAGES, Sources, run_import
 from .importer.aggregates import WATERMARK
 from .importer.store import read_state, transaction, write_state
+from .timestamps import to_epoch
 
 DB_NAME = "db.sqlite3"
 LOCK_SUFFIX = ".toolchain-lock"
@@ -84,12 +85,6 @@ def stale_outputs(conn: sqlite3.Connection, pub_dir: Path, prints: dict[str, str
             if read_state(conn, OUTPUT_PREFIX + name) != fp or not (pub_dir / name).is_file()]
 
 
-def parse_time(raw: str) -> float:
-    """An ISO date or date-time (UTC unless it says otherwise) as epoch seconds."""
-    ts = datetime.fromisoformat(raw)
-    return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).timestamp()
-
-
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=Path(".."),
                    help="pushed data root, DATA_DIR (default: %(default)s)")
@@ -103,8 +98,8 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     add_source_arguments(p)
     p.add_argument("--pub-dir", type=Path, default=Path("out_web"),
                    help="where plots and pages go, WEB_PUB_DIR (default: %(default)s)")
-    p.add_argument("--xmin", type=parse_time, help="plots start here (ISO date or date-time)")
-    p.add_argument("--xmax", type=parse_time, help="plots end here (ISO date or date-time)")
+    p.add_argument("--xmin", type=to_epoch, help="plots start here (ISO date or date-time)")
+    p.add_argument("--xmax", type=to_epoch, help="plots end here (ISO date or date-time)")
     p.add_argument("--min-tier", type=int, help="leave out groups below this tier")
     p.add_argument("--max-tier", type=int, help="leave out groups above this tier")
     p.add_argument("--recent-days", type=float, default=14.0,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from .importer.aggregates import BUCKET_SECONDS, CO2_N_SQL, CO2_SUM_SQL, EPOCH_SQL, TEMP_SQL
+from .timestamps import to_epoch
 
 # The plots' file names (here, not in plots.py, so that checking them needs no matplotlib).
 CO2_ALL = "co2_tiered_all_hires.svg"
@@ -23,11 +24,6 @@ PINGS_ALL = "pings_all_tiered.svg"
 PLOT_OUTPUTS = (CO2_ALL, CO2_RECENT, PINGS_ALL)
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 STATUS_DEPLOYED = "deployed"
-
-
-def to_epoch(text: str) -> float:
-    """Seconds since 1970 of a UTC 'YYYY-MM-DD HH:MM:SS' (or ISO 'T') timestamp."""
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
 def to_text(epoch: float, sep: str = " ") -> str:

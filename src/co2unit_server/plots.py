@@ -34,6 +34,7 @@ from .plotdata import (  # noqa: E402
     Period,
 )
 from .publish import write_atomic  # noqa: E402
+from .timestamps import DAY  # noqa: E402
 
 WIDTH_IN = 11.0
 LEFT_IN, RIGHT_IN = 1.5, 0.7
@@ -41,7 +42,6 @@ AXES_POINTS = (WIDTH_IN - LEFT_IN - RIGHT_IN) * 72
 # Bins per series: about one per 1.5 points of page width, which keeps a 100-unit SVG < 2 MB.
 BINS = int(AXES_POINTS / 1.5)
 SUBPLOT_IN, PING_ROW_IN, HEADER_IN, FOOTER_IN = 0.85, 0.2, 0.75, 0.55
-DAY = 86400.0
 # Readings farther apart than this are not joined by a line.
 GAP_SECONDS = 3 * 3600
 TEMP_RANGE = (-15.0, 25.0)  # °C mapped blue .. grey .. red

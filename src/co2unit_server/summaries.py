@@ -14,11 +14,11 @@ from pathlib import Path
 from . import plotdata
 from .plotdata import Period
 from .publish import write_atomic
+from .timestamps import DAY
 
 PINGS_SUMMARY = "pings_summary.html"
 CO2_SUMMARY = "co2_summary.html"
 OUTPUTS = (PINGS_SUMMARY, CO2_SUMMARY)
-DAY = 86400.0
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 table{border-collapse:collapse;font-size:.85rem}

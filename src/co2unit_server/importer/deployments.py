@@ -9,9 +9,9 @@ date means the midnight that starts it.
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 from pathlib import Path
 
+from ..timestamps import utc_datetime
 from . import sources
 from .report import StageReport
 from .store import transaction
@@ -24,10 +24,7 @@ TS_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 def utc_text(raw: str) -> str:
     """A date or date-time, with or without offset, as UTC 'YYYY-MM-DD HH:MM:SS'."""
-    ts = datetime.fromisoformat(raw)
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC).replace(tzinfo=None)
-    return ts.strftime(TS_FORMAT)
+    return utc_datetime(raw).strftime(TS_FORMAT)
 
 
 def parse_row(header: list[str], cells: list[str]) -> tuple[dict | None, str]:

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import re
 import sqlite3
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ..pinglog import INSERT_PING, PING_FILE_RE
+from ..timestamps import utc_datetime
 from . import sources
+from .readings import HW_ID, NON_PRINTING
 from .report import StageReport
 from .store import transaction
 
 KIND = "pings"
-_HW_ID = re.compile(r"co2unit-[0-9a-f]{12}")
-_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\udc80-\udcff]")
 # Exactly what the server writes, so its live rows and the imported ones share the key.
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 
 
 def _timestamp(raw: str) -> datetime | None:
     try:
-        ts = datetime.fromisoformat(raw)
+        return utc_datetime(raw)
     except ValueError:
         return None
-    if ts.tzinfo is not None:
-        ts = ts.astimezone(UTC).replace(tzinfo=None)
-    return ts
 
 
 def _int_or_null(raw: str, report: StageReport) -> int | None:
@@ -41,7 +37,7 @@ def _int_or_null(raw: str, report: StageReport) -> int | None:
 
 def parse_line(line: str, file_id: int, line_no: int, report: StageReport) -> tuple | None:
     """One pings row from a 5- or 6-column line, or None (counted) when it cannot be trusted."""
-    if _BAD.search(line):
+    if NON_PRINTING.search(line):
         report.drop(file_id, line_no, "non-printing bytes", line)
         return None
     f = line.split("\t")
@@ -52,7 +48,7 @@ def parse_line(line: str, file_id: int, line_no: int, report: StageReport) -> tu
     if ts is None:
         report.drop(file_id, line_no, "unparseable timestamp", line)
         return None
-    if not _HW_ID.fullmatch(f[1]):
+    if not HW_ID.fullmatch(f[1]):
         report.drop(file_id, line_no, "garbled hw_id", line)
         return None
     # Older logs drop the microseconds when they are zero: normalise to the server's key.

@@ -21,8 +21,8 @@ BATCH_ROWS = 20_000
 _FLOAT = r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _INT = r"-?\d+"
 # Printable text except tab; surrogates stand for bytes that were not UTF-8.
-_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\udc80-\udcff]")
-_HW_ID = re.compile(r"co2unit-[0-9a-f]{12}")
+NON_PRINTING = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\udc80-\udcff]")
+HW_ID = re.compile(r"co2unit-[0-9a-f]{12}")
 # Real calendar fields only: SQLite and Python both refuse month 13, hour 24 or second 60.
 _DATE_RE = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
 _TIME_RE = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
@@ -60,14 +60,14 @@ def _nickname(raw: str) -> str | None:
 
 def parse_line(line: str) -> tuple[list | None, str, list[str]]:
     """Validate one line: (fields or None, why it was refused, reasons for fields set NULL)."""
-    if _BAD.search(line):
+    if NON_PRINTING.search(line):
         return None, "non-printing bytes", []
     if not line.startswith(HW_PREFIX):
         return None, "not a co2unit- line", []
     f = line.split("\t")
     if len(f) != FIELDS:
         return None, "wrong field count", []
-    if not _HW_ID.fullmatch(f[0]):
+    if not HW_ID.fullmatch(f[0]):
         return None, "garbled hw_id", []
     if not _DATE.fullmatch(f[2]) or not _real_date(f[2]):
         return None, "unparseable date", []
@@ -104,7 +104,8 @@ def salvage(line: str, file_id: int, line_no: int, report: StageReport) -> list 
         fields, _, nulled = parse_line(line[start:])
         if fields is not None:
             damage = line[:start]
-            why = "non-printing bytes before a row" if _BAD.search(damage) else "row cut off"
+            why = ("non-printing bytes before a row" if NON_PRINTING.search(damage)
+                   else "row cut off")
             report.drop(file_id, line_no, why, damage, outcome="recovered")
             return _finish(fields, nulled, file_id, line_no, report)
     fields, why, nulled = parse_line(line)
