@@ -15,7 +15,9 @@ def soak_config(server, tmp_path: Path, **overrides) -> FleetConfig:
     values = dict(host=server.host, port=server.port, remote_data=server.remote_data,
                   units=5, days=10, faults=0.3, seed=11, timeout=0.5, rotate_bytes=6000,
                   lose_state_rate=0.1, swap_rate=0.05, workdir=tmp_path / "cards",
-                  nickname_updates=[(0, 2, "renamed-00")])
+                  nickname_updates=[(0, 2, "renamed-00")],
+                  # A server regression must fail the soak, not spin 5 minutes per cycle.
+                  budget_s=20)
     return FleetConfig(**{**values, **overrides})
 
 
@@ -24,7 +26,8 @@ def test_soak_with_faults_loses_nothing(tmp_path, uwsgi_server):
     assert result.passed, result.summary()
     assert result.cycles == 50 and result.drained
     assert result.faults_injected > 20 and result.retries > 0
-    assert result.lost_states > 0 and result.swaps > 0 and result.updates == 1
+    # A new card has an empty updates/ and pulls the update again.
+    assert result.lost_states > 0 and result.swaps > 0 and result.updates >= 1
     assert list(uwsgi_server.remote_data.glob("*/superseded/*/data/readings/readings-0001.tsv"))
 
 
@@ -66,6 +69,7 @@ def test_verification_catches_lost_and_corrupted_bytes(tmp_path, uwsgi_server):
     assert "as delivered up to byte" in sim.verify(uwsgi_server.remote_data, drained=False)
     (server_dir / "readings-0000.tsv~").write_bytes(b"")  # a stray file
     assert "not the card's first files" in sim.verify(uwsgi_server.remote_data, drained=False)
+    (server_dir / "readings-0000.tsv~").unlink()
     second.unlink()  # a missing file in the middle of the sequence
     assert "not the card's first files" in sim.verify(uwsgi_server.remote_data, drained=True)
 

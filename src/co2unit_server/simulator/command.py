@@ -13,12 +13,19 @@ from .sdcard import ROTATE_BYTES, Irregularities
 from .unit import BUDGET_S, TIMEOUT_S
 
 
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {raw}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default="http://127.0.0.1:8080",
                    help="the server (default: %(default)s)")
     p.add_argument("--remote-data", type=Path,
                    help="the server's remote_data dir on this machine, to verify the result")
-    p.add_argument("--units", type=int, default=10,
+    p.add_argument("--units", type=_positive, default=10,
                    help="units in the fleet (default: %(default)s)")
     p.add_argument("--days", type=int, default=30, help="simulated days (default: %(default)s)")
     p.add_argument("--faults", type=float, default=0.0,
@@ -85,4 +92,5 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 2
     result = fleet.run()
     print(result.summary())
-    return 1 if result.verified and not result.passed or result.all_hazards else 0
+    return 1 if result.problems or result.all_hazards or (result.verified and not result.passed) \
+        else 0

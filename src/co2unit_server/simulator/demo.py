@@ -69,6 +69,10 @@ def simulate(server: ServerProcess, args: argparse.Namespace, base: Path) -> Fle
     return result
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, help="keep the data here (default: a temp dir, "
@@ -81,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--faults", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
+    # The server runs in its own session: stop it on a terminal closing or `kill` as on Ctrl-C.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     base = args.data_dir or Path(tempfile.mkdtemp(prefix="co2unit-demo-"))
     server = ServerProcess(base, args.ini, port=args.port)
     print(f"demo: starting the server on {server.url} with data in {base}", flush=True)

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from ..unitclient import request
 from .proxy import FaultProxy
 from .sdcard import COMM_WAKE, PUSH_DIRS, ROTATE_BYTES, Irregularities, SdCard
 from .unit import BUDGET_S, TIMEOUT_S, CycleStats, Unit
 from .verify import verify_dir
 
 DRAIN_ROUNDS = 20
+# A drain round against a server that is down (restarting) would only use up the rounds.
+SERVER_WAIT_S = 60.0
 
 
 class FleetError(Exception):
@@ -226,21 +229,24 @@ class Fleet:
             proxy = FaultProxy((cfg.host, cfg.port), cfg.faults, cfg.seed, cfg.kbps,
                                stall_s=cfg.timeout * 1.5).start()
         try:
-            self._set_route(proxy.host if proxy else cfg.host, proxy.port if proxy else cfg.port)
-            for day in range(cfg.days):
-                self._day(day)
-                if proxy and not proxy.wait_idle(cfg.timeout + 30):
-                    self.result.problems.append(f"day {day}: proxy connections never ended")
+            try:
+                self._set_route(proxy.host if proxy else cfg.host,
+                                proxy.port if proxy else cfg.port)
+                for day in range(cfg.days):
+                    self._day(day)
+                    if proxy and not proxy.wait_idle(cfg.timeout + 30):
+                        self.result.problems.append(f"day {day}: proxy connections never ended")
+            finally:
+                if proxy:
+                    proxy.stop()
+                    self.result.faults_injected = proxy.stats.faults_injected
+            if cfg.drain:
+                self._set_route(cfg.host, cfg.port)
+                self._drain()
+            self._verify()
         finally:
-            if proxy:
-                proxy.stop()
-                self.result.faults_injected = proxy.stats.faults_injected
-        if cfg.drain:
-            self._set_route(cfg.host, cfg.port)
-            self._drain()
-        self._verify()
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
+            if self._tmp:
+                shutil.rmtree(self._tmp, ignore_errors=True)
         return self.result
 
     def _set_route(self, host: str, port: int) -> None:
@@ -281,7 +287,7 @@ class Fleet:
         self.result.drain = FleetResult(units=self.cfg.units)
         for _ in range(DRAIN_ROUNDS):
             pending = [sim for sim in self.units if not sim.synced]
-            if not pending:
+            if not pending or not self._server_answers():
                 break
             self._wake(pending, now, self.result.drain)
         self.result.drained = all(sim.synced for sim in self.units)
@@ -289,6 +295,18 @@ class Fleet:
             self.result.problems.append(
                 f"units still not fully pushed after {DRAIN_ROUNDS} fault-free wakes: "
                 f"{[sim.hw_id for sim in self.units if not sim.synced][:5]}")
+
+    def _server_answers(self) -> bool:
+        """Wait (bounded) until the server answers at all; record a problem if it never does."""
+        deadline = time.monotonic() + SERVER_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                request(self.cfg.host, self.cfg.port, "GET", "/", timeout=5)
+                return True
+            except OSError:
+                time.sleep(0.2)
+        self.result.problems.append(f"the server did not answer for {SERVER_WAIT_S:.0f} s")
+        return False
 
     def _verify(self) -> None:
         self.result.lost_states = sum(sim.lost_states for sim in self.units)
