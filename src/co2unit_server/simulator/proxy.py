@@ -97,22 +97,18 @@ class FaultProxy:
         self._server: asyncio.base_events.Server | None = None
 
     def start(self) -> FaultProxy:
-        """Start serving in a background thread; returns once the port is bound."""
-        ready = threading.Event()
+        """Bind the port here (a failure raises to the caller), then serve in a thread."""
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, args=(ready,), daemon=True,
-                                        name="fault-proxy")
-        self._thread.start()
-        ready.wait()
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        self._server = loop.run_until_complete(asyncio.start_server(
+        self._server = self._loop.run_until_complete(asyncio.start_server(
             self._handle, self.host, 0, backlog=4096, limit=2**20))
         self.port = self._server.sockets[0].getsockname()[1]
-        ready.set()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="fault-proxy")
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        loop = self._loop
+        asyncio.set_event_loop(loop)
         loop.run_forever()
         # Stopped: close what is still open so no connection outlives the proxy.
         self._server.close()
