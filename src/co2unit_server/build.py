@@ -9,12 +9,10 @@ holds a lock next to the database, which makes `make -j` and overlapping cron ru
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from . import db, plotdata, summaries
 from .importer import STAGES, Sources, run_import
 from .importer.aggregates import WATERMARK
 from .importer.store import read_state, transaction, write_state
+from .locking import file_lock
 from .timestamps import to_epoch
 
 DB_NAME = "db.sqlite3"
@@ -31,20 +30,10 @@ PAGES = summaries.OUTPUTS
 OUTPUT_PREFIX = "output:"
 
 
-@contextmanager
-def locked(db_path: Path) -> Iterator[None]:
-    """Hold the toolchain lock of this database (waits for a running build)."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(f"{db_path}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another toolchain run on {db_path}", flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def locked(db_path: Path) -> AbstractContextManager:
+    """The toolchain lock of this database (waits for a running build, saying so)."""
+    return file_lock(Path(f"{db_path}{LOCK_SUFFIX}"), on_wait=lambda: print(
+        f"waiting for another toolchain run on {db_path}", flush=True))
 
 
 def data_versions(conn: sqlite3.Connection) -> dict[str, str]:

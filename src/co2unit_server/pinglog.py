@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from . import db
+from .locking import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +91,8 @@ class PingLog:
             self._local.conn = None
 
     def _append(self, line: bytes) -> None:
-        with self._locked():
+        # Rotation must be decided by one process at a time; appends are atomic anyway.
+        with file_lock(self.lock_path):
             path = self._current_file()
             # One write() with O_APPEND: the line lands whole at the end.
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -112,17 +111,6 @@ class PingLog:
         if last.stat().st_size < self.rotate_bytes:
             return last
         return self.pings_dir / f"pings-{int(last.name[6:-4]) + 1:04d}.tsv"
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        # Rotation must be decided by one process at a time; appends are atomic anyway.
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def _connection(self) -> sqlite3.Connection:
         """This thread's connection, reopened when the database file was replaced."""

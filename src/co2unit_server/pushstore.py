@@ -10,19 +10,19 @@ with a lock shared by all uWSGI processes and threads.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import logging
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ApiError, ErrorCode
+from .locking import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -239,18 +239,7 @@ class PushStore:
             return known
         return Ack(last, file_size(directory / last))
 
-    @contextmanager
-    def _locked(self, hw_id: str, dir_segments: Sequence[str]) -> Iterator[None]:
-        """Hold an exclusive lock on one pushed directory, across processes and threads."""
+    def _locked(self, hw_id: str, dir_segments: Sequence[str]) -> AbstractContextManager:
+        """An exclusive lock on one pushed directory, across processes and threads."""
         key = "/".join([hw_id, *dir_segments]).encode()
-        lock_path = self.locks_dir / (hashlib.sha1(key).hexdigest() + ".lock")
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except FileNotFoundError:  # the first push after var/ was cleaned up
-            self.locks_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        return file_lock(self.locks_dir / (hashlib.sha1(key).hexdigest() + ".lock"))
