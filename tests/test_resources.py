@@ -42,6 +42,14 @@ def test_push_reads_the_raw_body_whatever_the_content_type(client, config):
     assert stored.read_bytes() == body
 
 
+def test_replies_are_json_bytes_as_the_units_were_written_for(client):
+    # Built by json_reply, not Flask-RESTful: the bytes must stay what its output_json sent.
+    assert client.post(f"/ou/{HW_ID}/alive").data == b"{}\n"
+    resp = put(client, PUSH + "?offset=0", b"abc")
+    assert resp.data == b'{"ack_file": ["readings-0000.tsv", 3, 3]}\n'
+    assert resp.mimetype == "application/json"
+
+
 def test_push_416_carries_error_and_ack_file(client):
     put(client, PUSH + "?offset=0", b"12345")
     resp = put(client, PUSH + "?offset=6", b"6")

@@ -9,17 +9,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _open(path: Path) -> int:
+def _open(path: str | Path) -> int:
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
     try:
         return os.open(path, flags, 0o644)
     except FileNotFoundError:  # the first use, or var/ was cleaned up
-        path.parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         return os.open(path, flags, 0o644)
 
 
 @contextmanager
-def file_lock(path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def file_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on `path`; `on_wait` is called if someone else holds it first."""
     # One open per use: flock belongs to the open file, so threads exclude each other too.
     fd = _open(path)

@@ -42,7 +42,7 @@ class Ack:
         return [self.name, self.size, self.size]
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: str | Path) -> None:
     """Make a directory's entries (a new file, a rename) survive a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -62,21 +62,26 @@ def make_dirs_durable(path: Path) -> None:
         fsync_dir(directory.parent)
 
 
-def file_size(path: Path) -> int:
+def file_size(path: str) -> int:
     try:
-        return path.stat().st_size
+        return os.stat(path).st_size
     except FileNotFoundError:
         return 0
 
 
 class PushStore:
-    """Pushed files under `<root>/<hw_id>/<dir>/<file>`."""
+    """Pushed files under `<root>/<hw_id>/<dir>/<file>`.
+
+    The per-chunk path works on plain strings: a chunk is a few syscalls, and pathlib's object
+    building cost as much again.
+    """
 
     def __init__(self, root: Path, locks_dir: Path, push_dirs: Sequence[str],
                  max_file_bytes: int, min_free_bytes: int) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.locks_dir = locks_dir
+        self._root = str(self.root)
+        self._locks_dir = str(locks_dir)
         self.push_dirs = tuple(push_dirs)
         self.max_file_bytes = max_file_bytes
         self.min_free_bytes = min_free_bytes
@@ -99,8 +104,8 @@ class PushStore:
             raise ApiError(ErrorCode.FILE_TOO_LARGE,
                            f"{name} would reach {offset + len(data)} bytes; the limit is "
                            f"{self.max_file_bytes}")
-        directory = self.root.joinpath(hw_id, *dir_segments)
-        path = directory / name
+        directory = os.path.join(self._root, hw_id, *dir_segments)
+        path = os.path.join(directory, name)
         with self._locked(hw_id, dir_segments):
             size = self._stored_size(path)
             if offset > size:
@@ -116,7 +121,7 @@ class PushStore:
             pushed = Ack(name, size + len(new_bytes))
             return self._last_file(directory, pushed) or pushed
 
-    def _skipped(self, directory: Path, name: str, size: int, offset: int) -> ApiError:
+    def _skipped(self, directory: str, name: str, size: int, offset: int) -> ApiError:
         """A 416 whose ack_file is where the unit must resume."""
         resume = Ack(name, size)
         last = self._last_file(directory) if size == 0 else None
@@ -129,10 +134,10 @@ class PushStore:
                         f"re-send from {resume.name} at {resume.size}",
                         ack_file=resume.as_json())
 
-    def _stored_size(self, path: Path) -> int:
+    def _stored_size(self, path: str) -> int:
         """Size of the stored file (0 if none); refuse a path that collides with a directory."""
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError:
             return 0
         except NotADirectoryError:
@@ -141,12 +146,12 @@ class PushStore:
             raise self._collision(path)
         return st.st_size
 
-    def _collision(self, path: Path) -> ApiError:
-        return ApiError(ErrorCode.BAD_PATH, f"{path.relative_to(self.root)} collides with an "
+    def _collision(self, path: str) -> ApiError:
+        return ApiError(ErrorCode.BAD_PATH, f"{os.path.relpath(path, self._root)} collides with an "
                         "existing file or directory on the server")
 
     @staticmethod
-    def _matches_stored(path: Path, offset: int, overlap: bytes) -> bool:
+    def _matches_stored(path: str, offset: int, overlap: bytes) -> bool:
         """True when the stored bytes at `offset` equal the start of the re-sent chunk."""
         if not overlap:
             return True
@@ -154,13 +159,13 @@ class PushStore:
             f.seek(offset)
             return f.read(len(overlap)) == overlap
 
-    def _write(self, path: Path, size: int, new_bytes: bytes) -> None:
+    def _write(self, path: str, size: int, new_bytes: bytes) -> None:
         """Write `new_bytes` at `size` and fsync; on failure leave the file as it was."""
         self._check_free_space(len(new_bytes))
-        existed = size > 0 or path.exists()
+        existed = size > 0 or os.path.exists(path)
         if not existed:
             try:
-                make_dirs_durable(path.parent)
+                make_dirs_durable(Path(path).parent)
             except (FileExistsError, NotADirectoryError):
                 raise self._collision(path) from None
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -181,16 +186,16 @@ class PushStore:
         finally:
             os.close(fd)
         if not existed:
-            fsync_dir(path.parent)
+            fsync_dir(os.path.dirname(path))
 
     @staticmethod
-    def _undo_write(fd: int, path: Path, size: int, existed: bool) -> None:
+    def _undo_write(fd: int, path: str, size: int, existed: bool) -> None:
         # Only bytes we have not acknowledged are removed: the file goes back to `size`.
         try:
             if existed:
                 os.ftruncate(fd, size)
-            else:
-                path.unlink(missing_ok=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
         except OSError:
             log.exception("could not undo a failed write to %s", path)
 
@@ -222,24 +227,24 @@ class PushStore:
                     directory.relative_to(self.root), dest.relative_to(self.root))
 
     @staticmethod
-    def _last_file(directory: Path, known: Ack | None = None) -> Ack | None:
+    def _last_file(directory: str, known: Ack | None = None) -> Ack | None:
         """The last file by name in a directory, as the units expect in ack_file.
 
         `known` is a file whose size is already known (saves a stat when it is the last).
         """
         try:
             with os.scandir(directory) as entries:
-                names = [e.name for e in entries if e.is_file(follow_symlinks=False)]
+                last = max((e.name for e in entries if e.is_file(follow_symlinks=False)),
+                           default=None)
         except FileNotFoundError:
             return None
-        if not names:
+        if last is None:
             return None
-        last = max(names)
         if known is not None and known.name == last:
             return known
-        return Ack(last, file_size(directory / last))
+        return Ack(last, file_size(os.path.join(directory, last)))
 
     def _locked(self, hw_id: str, dir_segments: Sequence[str]) -> AbstractContextManager:
         """An exclusive lock on one pushed directory, across processes and threads."""
         key = "/".join([hw_id, *dir_segments]).encode()
-        return file_lock(self.locks_dir / (hashlib.sha1(key).hexdigest() + ".lock"))
+        return file_lock(os.path.join(self._locks_dir, hashlib.sha1(key).hexdigest() + ".lock"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 
@@ -18,6 +19,15 @@ log = logging.getLogger(__name__)
 READ_BLOCK = 64 * 1024
 # Oversized bodies up to this size are read and dropped; uWSGI's limit-post cuts larger ones.
 DRAIN_LIMIT = 1024 * 1024
+
+
+def json_reply(body: object) -> Response:
+    """A 200 with the JSON body, bytes as Flask-RESTful would send them.
+
+    Built here rather than by Flask-RESTful, which passes a Response through untouched: its
+    content negotiation and make_response cost a sixth of a pushed chunk's CPU.
+    """
+    return Response(json.dumps(body) + "\n", mimetype="application/json")
 
 
 def services() -> Services:
@@ -40,7 +50,7 @@ class Alive(Resource):
             ber_raw=_lenient_int("ber_raw"),
         )
         services().pings.record(ping)
-        return {}
+        return json_reply({})
 
 
 def _lenient_int(name: str) -> int | None:
@@ -55,14 +65,14 @@ def _lenient_int(name: str) -> int | None:
 class PushSequential(Resource):
     def put(self, hw_id: str, path: str):
         """Store one chunk of a pushed file at ?offset= and answer the directory's ack_file."""
-        hw_id = checked_hw_id(hw_id)
+        svc = services()
+        hw_id = check_hw_id(hw_id, svc.hw_id_pattern)
         segments = split_path(path)
-        store = services().push_store
-        store.check_pushable(segments)
+        svc.push_store.check_pushable(segments)
         offset = parse_offset(request.args.get("offset"))
-        data = read_body(services().config.max_body_bytes)
-        ack = store.push(hw_id, segments, offset, data)
-        return {"ack_file": ack.as_json()}
+        data = read_body(svc.config.max_body_bytes)
+        ack = svc.push_store.push(hw_id, segments, offset, data)
+        return json_reply({"ack_file": ack.as_json()})
 
 
 def read_body(max_bytes: int) -> bytes:
@@ -115,6 +125,6 @@ class Updates(Resource):
         tree = services().updates
         target = tree.resolve(hw_id, segments)
         if target.is_dir():
-            return tree.listing(target, recursive)
+            return json_reply(tree.listing(target, recursive))
         # Bytes with a Content-Length, never streamed: a unit installs whatever it received.
         return Response(tree.read(target), mimetype="application/octet-stream")

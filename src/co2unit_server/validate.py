@@ -17,21 +17,21 @@ def check_hw_id(hw_id: str, pattern: re.Pattern[str]) -> str:
     return hw_id
 
 
+# Control characters and the backslash: never part of a name a unit or an admin writes.
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
+_NOT_NAMES = ("", ".", "..")
+
+
 def is_plain_name(segment: str) -> bool:
     """True for a name that cannot leave its directory: no '..', separators or control bytes."""
-    return (
-        segment not in ("", ".", "..")
-        and "/" not in segment
-        and "\\" not in segment
-        and not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in segment)
-    )
+    return segment not in _NOT_NAMES and "/" not in segment and not _UNSAFE_CHARS.search(segment)
 
 
 def split_path(path: str) -> list[str]:
     """Split a request sub-path into plain-name segments, or refuse it with 400."""
     segments = path.split("/")
-    bad = [s for s in segments if not is_plain_name(s)]
-    if path.startswith("/") or bad:
+    # A leading "/" or "//" shows up as an empty segment.
+    if _UNSAFE_CHARS.search(path) or any(s in _NOT_NAMES for s in segments):
         raise ApiError(ErrorCode.BAD_PATH, f"invalid path {path!r}: segments must be plain "
                        "names (no '..', empty segments, backslashes or control characters)")
     return segments
