@@ -67,6 +67,29 @@ def test_rotates_to_the_next_zero_padded_file(tmp_path):
     assert sum(len(f.read_text().splitlines()) for f in files) == 10
 
 
+def test_processes_appending_at_once_rotate_to_the_same_files(tmp_path):
+    # Two PingLogs on one directory stand for two uWSGI processes, each with its own idea
+    # of the current file: neither may start a file of its own or write into an old one.
+    first, second = make_log(tmp_path, rotate_bytes=200), make_log(tmp_path, rotate_bytes=200)
+    for i in range(20):
+        (first if i % 3 else second).record(ping(i))
+    files = ping_files(tmp_path / "var" / "pings")
+    assert [f.name for f in files] == [f"pings-{n:04d}.tsv" for n in range(len(files))]
+    line_bytes = len(ping(0).tsv_line())
+    assert all(f.stat().st_size < 200 + line_bytes for f in files)
+    lines = [line for f in files for line in f.read_text().splitlines()]
+    assert lines == [ping(i).tsv_line().rstrip("\n") for i in range(20)]
+
+
+def test_a_ping_file_moved_away_is_followed_by_a_new_one(tmp_path):
+    log = make_log(tmp_path)
+    log.record(ping(0))
+    pings_dir = tmp_path / "var" / "pings"
+    (pings_dir / "pings-0000.tsv").rename(tmp_path / "archived.tsv")
+    log.record(ping(1))
+    assert (pings_dir / "pings-0000.tsv").read_text() == ping(1).tsv_line()
+
+
 def test_database_failure_keeps_the_tsv_line(tmp_path, caplog):
     log = make_log(tmp_path)
     (tmp_path / "var").mkdir()

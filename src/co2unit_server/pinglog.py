@@ -32,8 +32,9 @@ class Ping:
 
     @property
     def ts_text(self) -> str:
-        # Always with microseconds (isoformat() drops them when zero): the importer's key.
-        return self.ts.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        # Always with microseconds (isoformat() drops them by default when zero): the
+        # importer's key.
+        return self.ts.isoformat(timespec="microseconds")
 
     def tsv_line(self) -> str:
         """ts, hw_id, site_code, rssi_raw, rssi_dbm, ber_raw; missing values as `None`."""
@@ -44,13 +45,23 @@ class Ping:
 
     def db_row(self) -> tuple:
         nickname = None if self.site_code in (None, "None") else self.site_code
-        return (self.ts_text, self.ts.strftime("%Y-%m-%d"), self.ts.strftime("%H:%M:%S"),
-                self.hw_id, nickname, self.rssi_raw, self.rssi_dbm, self.ber_raw)
+        ts_text = self.ts_text
+        return (ts_text, ts_text[:10], ts_text[11:19], self.hw_id, nickname, self.rssi_raw,
+                self.rssi_dbm, self.ber_raw)
 
 
 INSERT_PING = """INSERT OR IGNORE INTO pings
     (ping_ts, ping_date, ping_time, unit_id, nickname, rssi_raw, rssi_dbm, ber_raw)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    # One write() with O_APPEND: the line lands whole at the end.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
 
 
 def ping_files(pings_dir: Path) -> list[Path]:
@@ -73,6 +84,7 @@ class PingLog:
         self.db_path = db_path
         self.busy_timeout_ms = busy_timeout_ms
         self._local = threading.local()
+        self._current: Path | None = None  # the file this process appends to
 
     def record(self, ping: Ping) -> None:
         """Append the ping to the TSV, then insert it; failures are logged, never raised.
@@ -91,15 +103,22 @@ class PingLog:
             self._local.conn = None
 
     def _append(self, line: bytes) -> None:
-        # Rotation must be decided by one process at a time; appends are atomic anyway.
+        # No lock while the file in use has room: O_APPEND writes land whole, and a file is
+        # only left once it has passed rotate_bytes, which every process sees alike.
+        path = self._current
+        if path is not None and self._has_room(path):
+            _append_line(path, line)
+            return
+        # Rotation is decided by one process at a time, so no two start different files.
         with file_lock(self.lock_path):
-            path = self._current_file()
-            # One write() with O_APPEND: the line lands whole at the end.
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            path = self._current = self._current_file()
+            _append_line(path, line)
+
+    def _has_room(self, path: Path) -> bool:
+        try:
+            return os.stat(path).st_size < self.rotate_bytes
+        except FileNotFoundError:  # moved away or deleted: look again
+            return False
 
     def _current_file(self) -> Path:
         """The file to append to, starting the next one once the last passes rotate_bytes."""
@@ -108,7 +127,7 @@ class PingLog:
             self.pings_dir.mkdir(parents=True, exist_ok=True)
             return self.pings_dir / "pings-0000.tsv"
         last = files[-1]
-        if last.stat().st_size < self.rotate_bytes:
+        if self._has_room(last):
             return last
         return self.pings_dir / f"pings-{int(last.name[6:-4]) + 1:04d}.tsv"
 
