@@ -253,8 +253,9 @@ def test_data_and_new_directory_entries_are_fsynced_before_the_ack(tmp_path, mon
     file_path = str(readings / "r-0000.tsv")
     last_write = max(i for i, e in enumerate(events) if e == ("pwrite", file_path))
     assert ("fsync", file_path) in events[last_write:]
-    assert ("fsync", str(readings)) in events  # the new file's directory entry
-    assert ("fsync", str(readings.parent)) in events  # the new directory's entry
+    # Every new directory entry, from the file's up to the unit's directory in remote_data.
+    for directory in (readings, readings.parent, readings.parent.parent, store.root):
+        assert ("fsync", str(directory)) in events
     events.clear()
     push(store, "r-0000.tsv", 11, b"second")
     assert events == [("pwrite", file_path), ("fsync", file_path)]
