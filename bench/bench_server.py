@@ -4,8 +4,10 @@
 
 Reports alive pings/s and p99 at 16 concurrent connections, and push throughput for 32 units
 each pushing 256 KB in 4 KB chunks (verified byte-identical on our server), with our/bare ratios.
-Both servers run side by side and are measured in alternating rounds, so that the noise of a
-shared machine hits both alike; the figures are the medians over the rounds.
+A third server, the stack's floor (bench/floor_app.py: Flask-RESTful that only stores each chunk
+with an fdatasync), shows what the chosen stack and an fsync per chunk cost by themselves.
+The servers run side by side and are measured in alternating rounds, so that the noise of a
+shared machine hits all alike; the figures are the medians over the rounds.
 Loopback only; every loop is bounded by its request count.
 """
 
@@ -76,6 +78,18 @@ def ratio(ours: list[LoadResult], bare: list[LoadResult]) -> tuple[float, float,
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
+def server_args(name: str, tuning: list[str], base: Path) -> tuple[list[str], dict[str, str]]:
+    """uWSGI overrides and environment for one of the compared servers."""
+    if name == "ours":
+        return tuning, {}
+    module = {"bare": "bare_app:application", "floor": "floor_app:application"}[name]
+    store = base / "floor_store"
+    store.mkdir(parents=True)
+    return (tuning + ["--uwsgi-option", f"module={module}",
+                      "--uwsgi-option", f"pythonpath={BENCH_DIR}"],
+            {"FLOOR_STORE_DIR": str(store)})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ini", default=str(REPO / "server.ini.example"))
@@ -84,23 +98,23 @@ def main() -> int:
     parser.add_argument("--units", type=int, default=32)
     parser.add_argument("--file-kb", type=int, default=256)
     parser.add_argument("--uwsgi-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an option of the ini for both servers (repeatable)")
+                        help="override an option of the ini for every server (repeatable)")
     args = parser.parse_args()
     tuning = [arg for option in args.uwsgi_option for arg in ("--uwsgi-option", option)]
-    bare_args = ["--uwsgi-option", "module=bare_app:application",
-                 "--uwsgi-option", f"pythonpath={BENCH_DIR}"]
     ini = Path(args.ini)
+    names = ("ours", "floor", "bare")
     results: dict[tuple[str, str], list[LoadResult]] = {}
     identical = True
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         servers = {}
-        for name, extra in (("ours", tuning), ("bare", tuning + bare_args)):
+        for name in names:
+            extra, env = server_args(name, tuning, Path(tmp) / name)
             servers[name] = stack.enter_context(
-                ServerProcess(Path(tmp) / name, ini, extra_args=extra))
+                ServerProcess(Path(tmp) / name, ini, env=env, extra_args=extra))
         for round_no in range(args.rounds):
-            # Alternate who goes first, so neither always runs on a warmer (or busier) machine.
-            order = ("ours", "bare") if round_no % 2 == 0 else ("bare", "ours")
+            # Rotate who goes first, so none always runs on a warmer (or busier) machine.
+            order = names[round_no % 3:] + names[:round_no % 3]
             for kind in ("ping", "push"):
                 files = push_files(round_no, args.units, args.file_kb)
                 for name in order:
@@ -116,20 +130,21 @@ def main() -> int:
           f"each {args.pings} pings at {PING_CONNECTIONS} connections and {args.units} units "
           f"x {args.file_kb} KB in {CHUNK}-byte chunks; medians over the rounds")
     for kind in ("ping", "push"):
-        print(describe(f"bare {kind}", results["bare", kind]))
-        print(describe(f"ours {kind}", results["ours", kind]))
-    ping = ratio(results["ours", "ping"], results["bare", "ping"])
-    push = ratio(results["ours", "push"], results["bare", "push"])
-    print(f"ratio ours/bare: pings/s {ping[0]:.2f}x ({ping[1]:.2f}-{ping[2]:.2f}, target >= 0.25x),"
-          f" push chunks/s {push[0]:.2f}x ({push[1]:.2f}-{push[2]:.2f}, target >= 0.45x, "
-          "every chunk fsynced)")
+        for name in reversed(names):
+            print(describe(f"{name} {kind}", results[name, kind]))
+    for kind, target in (("ping", "pings/s, target >= 0.25x"),
+                         ("push", "push chunks/s, target >= 0.45x, every chunk fsynced")):
+        vs_bare = ratio(results["ours", kind], results["bare", kind])
+        vs_floor = ratio(results["ours", kind], results["floor", kind])
+        floor_bare = ratio(results["floor", kind], results["bare", kind])
+        print(f"{target}: ours/bare {vs_bare[0]:.2f}x ({vs_bare[1]:.2f}-{vs_bare[2]:.2f}); "
+              f"floor/bare {floor_bare[0]:.2f}x; ours/floor {vs_floor[0]:.2f}x")
     ping_p99 = statistics.median(r.percentile_ms(99) for r in results["ours", "ping"])
     push_p99 = statistics.median(r.percentile_ms(99) for r in results["ours", "push"])
     print(f"p99 ours: ping {ping_p99:.1f} ms, push {push_p99:.1f} ms (target < 20 ms)")
     print(f"pushed files byte-identical: {identical}")
     failed = not identical or any(
-        status != 200 for key, rounds in results.items() if key[0] == "ours"
-        for r in rounds for status in r.statuses)
+        status != 200 for key, rounds in results.items() for r in rounds for status in r.statuses)
     return 1 if failed else 0
 
 
