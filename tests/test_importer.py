@@ -257,6 +257,7 @@ def test_no_duplicates_of_pings_the_server_inserted_live(tree, conn):
                   tree.db_dir / "db.sqlite3", 2000)
     log.record(Ping(datetime(2026, 11, 8, 3, 10, 0), HW_A, "varanger-03", 10, -93, None))
     log.record(Ping(datetime(2026, 11, 8, 3, 20, 0, 5), HW_B, "None"))
+    assert log.table.flush(timeout=10)
     reports = import_tree(tree, conn)
     assert reports["pings"].total("duplicate") == 3  # two live ones and the other server's copy
     assert _rows(conn, "SELECT count(*), count(DISTINCT unit_id || ping_ts) FROM pings") == \

@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -83,6 +84,29 @@ def test_full_unit_cycle_ends_byte_identical(uwsgi_server):
         assert server_file(server, "data", "readings", f"readings-{i:04d}.tsv").read_bytes() == data
     ping_line = (server.var_dir / "pings" / "pings-0000.tsv").read_text().rstrip("\n")
     assert ping_line.split("\t")[1:] == [HW_ID, "None", "12", "-89", "99"]
+
+
+def test_pings_reach_the_database_from_every_worker(uwsgi_server):
+    # Each forked worker starts its own table writer; concurrent pings land in both.
+    def ping(i: int) -> int:
+        hw_id = f"co2unit-{i:012x}"
+        return uwsgi_server.request("POST", f"/ou/{hw_id}/alive?site_code=s{i}").status
+
+    threads = [threading.Thread(target=ping, args=(i,)) for i in range(40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    db_path = uwsgi_server.var_dir / "db.sqlite3"
+    deadline = time.monotonic() + 10
+    count = 0
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            count = conn.execute("SELECT count(DISTINCT unit_id) FROM pings").fetchone()[0]
+        if count == 40:
+            break
+        time.sleep(0.1)
+    assert count == 40
 
 
 def test_resume_after_a_lost_reply_resends_the_same_chunk(uwsgi_server):
