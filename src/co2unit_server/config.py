@@ -74,7 +74,8 @@ class Config:
         20, _positive_int, "How many pings /status/alive/recent shows.")
     db_busy_timeout_ms: int = _setting(
         2000, _positive_int,
-        "How long a ping waits for a locked database before giving up (the TSV line is kept).")
+        "How long the ping writer waits for a locked database before giving up on a batch "
+        "(the TSV lines are kept).")
     log_level: str = _setting(
         "INFO", str.upper, "Python logging level of the server (DEBUG, INFO, WARNING, ERROR).")
 
