@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import re
@@ -144,6 +145,12 @@ class PingTable:
             units = sorted({row[3] for row in batch})
             log.exception("%d ping(s) of %s are in the TSV log but not in %s", len(batch),
                           ", ".join(units), self.db_path)
+            self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn[0].close()
             self._conn = None
 
     def _connection(self) -> sqlite3.Connection:
@@ -155,8 +162,7 @@ class PingTable:
             identity = None
         if self._conn is not None and self._conn[1] == identity:
             return self._conn[0]
-        if self._conn is not None:
-            self._conn[0].close()
+        self._close()
         conn = db.connect(self.db_path, self.busy_timeout_ms)
         db.init_schema(conn)
         st = self.db_path.stat()
