@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -90,6 +91,18 @@ def test_a_ping_file_moved_away_is_followed_by_a_new_one(tmp_path):
     (pings_dir / "pings-0000.tsv").rename(tmp_path / "archived.tsv")
     log.record(ping(1))
     assert (pings_dir / "pings-0000.tsv").read_text() == ping(1).tsv_line()
+
+
+def test_a_writer_that_cannot_start_costs_the_row_not_the_ping(tmp_path, caplog,
+                                                               monkeypatch):
+    def no_threads_left(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_threads_left)
+    log = make_log(tmp_path)
+    log.record(ping(0))  # must not raise: the unit needs its 200
+    assert (tmp_path / "var" / "pings" / "pings-0000.tsv").read_text() == ping(0).tsv_line()
+    assert "in the TSV log but not in the database" in caplog.text
 
 
 def test_a_burst_of_pings_all_reach_the_table(tmp_path):

@@ -171,7 +171,7 @@ class PingTable:
 
 
 class PingLog:
-    """Appends pings to the rotating TSV log and inserts them into the database."""
+    """Appends pings to the rotating TSV log and hands them on to the `pings` table."""
 
     def __init__(self, pings_dir: Path, rotate_bytes: int, lock_path: Path, db_path: Path,
                  busy_timeout_ms: int) -> None:
@@ -191,7 +191,10 @@ class PingLog:
             self._append(ping.tsv_line().encode("utf-8"))
         except OSError:
             log.exception("could not append the ping of %s to %s", ping.hw_id, self.pings_dir)
-        self.table.submit(ping.db_row())
+        try:
+            self.table.submit(ping.db_row())
+        except RuntimeError:  # no thread could be started for the writer
+            log.exception("ping of %s is in the TSV log but not in the database", ping.hw_id)
 
     def _append(self, line: bytes) -> None:
         # No lock while the file in use has room: O_APPEND writes land whole, and a file is
