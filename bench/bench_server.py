@@ -82,12 +82,13 @@ def server_args(name: str, tuning: list[str], base: Path) -> tuple[list[str], di
     """uWSGI overrides and environment for one of the compared servers."""
     if name == "ours":
         return tuning, {}
-    module = {"bare": "bare_app:application", "floor": "floor_app:application"}[name]
+    args = tuning + ["--uwsgi-option", f"module={name}_app:application",
+                     "--uwsgi-option", f"pythonpath={BENCH_DIR}"]
+    if name == "bare":
+        return args, {}
     store = base / "floor_store"
     store.mkdir(parents=True)
-    return (tuning + ["--uwsgi-option", f"module={module}",
-                      "--uwsgi-option", f"pythonpath={BENCH_DIR}"],
-            {"FLOOR_STORE_DIR": str(store)})
+    return args, {"FLOOR_STORE_DIR": str(store)}
 
 
 def main() -> int:

@@ -92,6 +92,10 @@ class PingTable:
         # use. This lock is never held in the master, so a fork cannot copy it held.
         self._start_lock = threading.Lock()
         self._pid: int | None = None
+        self._fresh_state()
+
+    def _fresh_state(self) -> None:
+        """The queue and connection of one process (a forked child starts with its own)."""
         self._cond = threading.Condition()
         self._pending: list[tuple] = []
         self._submitted = self._done = 0
@@ -115,8 +119,7 @@ class PingTable:
         with self._start_lock:
             if self._pid == os.getpid():
                 return
-            self._cond = threading.Condition()
-            self._pending, self._submitted, self._done, self._conn = [], 0, 0, None
+            self._fresh_state()
             threading.Thread(target=self._run, name="ping-table", daemon=True).start()
             atexit.register(self.flush, 2.0)
             self._pid = os.getpid()
