@@ -33,8 +33,8 @@ from .plotdata import (  # noqa: E402
     Group,
     Period,
 )
-from .publish import write_atomic  # noqa: E402
 from .timestamps import DAY  # noqa: E402
+from .toolchain.publish import write_atomic  # noqa: E402
 
 WIDTH_IN = 11.0
 LEFT_IN, RIGHT_IN = 1.5, 0.7

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from . import plotdata
 from .plotdata import Period
-from .publish import write_atomic
 from .timestamps import DAY
+from .toolchain.publish import write_atomic
 
 PINGS_SUMMARY = "pings_summary.html"
 CO2_SUMMARY = "co2_summary.html"

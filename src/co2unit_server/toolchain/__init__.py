@@ -1,0 +1,1 @@
+"""The research toolchain: import into SQLite, plots, summary pages (`make` in database/)."""
