@@ -28,8 +28,8 @@ from toolchain_fixtures import (
     write,
 )
 
-from co2unit_server.importer import errorlogs, readings
 from co2unit_server.pinglog import Ping, PingLog
+from co2unit_server.toolchain.importer import errorlogs, readings
 
 
 @pytest.fixture
@@ -338,7 +338,7 @@ def test_progress_line_per_stage_names_rows_and_reasons(tree, conn):
 
 def test_fast_path_and_slow_path_agree():
     """A clean line gives the same row through the one-regex path and through parse_line."""
-    from co2unit_server.importer.report import StageReport
+    from co2unit_server.toolchain.importer.report import StageReport
 
     line = GOOD_A
     fast = readings.parse_lines(line + "\n", 1, 1, StageReport("x"))

@@ -24,8 +24,9 @@ from toolchain_fixtures import (
     write,
 )
 
-from co2unit_server import plotdata, plots
-from co2unit_server.plotdata import Period, to_epoch
+from co2unit_server import plots
+from co2unit_server.toolchain import plotdata
+from co2unit_server.toolchain.plotdata import Period, to_epoch
 
 DAY = 86400
 

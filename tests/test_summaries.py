@@ -24,7 +24,7 @@ from toolchain_fixtures import (
 
 from co2unit_server import summaries
 from co2unit_server.cli import main
-from co2unit_server.plotdata import to_epoch
+from co2unit_server.toolchain.plotdata import to_epoch
 
 NOW = to_epoch("2026-11-08 00:00:00")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from co2unit_server import db
-from co2unit_server.importer import Sources, run_import
-from co2unit_server.importer.report import StageReport
+from co2unit_server.toolchain.importer import Sources, run_import
+from co2unit_server.toolchain.importer.report import StageReport
 
 HW_A = "co2unit-30aea42a50bc"  # deployed, then en route, then in the lab
 HW_B = "co2unit-0123456789ab"  # deployed at A's site after A: the same subplot

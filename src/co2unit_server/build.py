@@ -16,12 +16,13 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import db, plotdata, summaries
-from .importer import STAGES, Sources, run_import
-from .importer.aggregates import WATERMARK
-from .importer.store import read_state, transaction, write_state
+from . import db, summaries
 from .locking import file_lock
 from .timestamps import to_epoch
+from .toolchain import plotdata
+from .toolchain.importer import STAGES, Sources, run_import
+from .toolchain.importer.aggregates import WATERMARK
+from .toolchain.importer.store import read_state, transaction, write_state
 
 DB_NAME = "db.sqlite3"
 LOCK_SUFFIX = ".toolchain-lock"

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS pings (
 CREATE UNIQUE INDEX IF NOT EXISTS pings_unit_ts ON pings (unit_id, ping_ts);
 CREATE INDEX IF NOT EXISTS pings_ts ON pings (ping_ts);
 
--- Imported by the research toolchain (co2unit_server.importer) from the pushed files.
+-- Imported by the research toolchain (co2unit_server.toolchain.importer) from the pushed files.
 CREATE TABLE IF NOT EXISTS co2_readings (
     unit_id     TEXT NOT NULL,
     nickname    TEXT,

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from . import plotdata
-from .plotdata import Period
 from .timestamps import DAY
+from .toolchain import plotdata
+from .toolchain.plotdata import Period
 from .toolchain.publish import write_atomic
 
 PINGS_SUMMARY = "pings_summary.html"
