@@ -24,8 +24,7 @@ from toolchain_fixtures import (
     write,
 )
 
-from co2unit_server import plots
-from co2unit_server.toolchain import plotdata
+from co2unit_server.toolchain import plotdata, plots
 from co2unit_server.toolchain.plotdata import Period, to_epoch
 
 DAY = 86400

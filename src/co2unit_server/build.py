@@ -148,7 +148,7 @@ def _publish(conn: sqlite3.Connection, db_path: Path, args: argparse.Namespace) 
     args.pub_dir.mkdir(parents=True, exist_ok=True)
     plots_todo = [n for n in todo if n in PLOTS]
     if plots_todo:
-        from . import plots  # matplotlib only when something is drawn
+        from .toolchain import plots  # matplotlib only when something is drawn
 
         opts = plots.PlotOptions(args.xmin, args.xmax, args.min_tier, args.max_tier,
                                  args.recent_days, args.co2_max)
