@@ -22,8 +22,8 @@ from toolchain_fixtures import (
     write,
 )
 
-from co2unit_server import summaries
 from co2unit_server.cli import main
+from co2unit_server.toolchain import summaries
 from co2unit_server.toolchain.plotdata import to_epoch
 
 NOW = to_epoch("2026-11-08 00:00:00")

@@ -16,10 +16,10 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import db, summaries
+from . import db
 from .locking import file_lock
 from .timestamps import to_epoch
-from .toolchain import plotdata
+from .toolchain import plotdata, summaries
 from .toolchain.importer import STAGES, Sources, run_import
 from .toolchain.importer.aggregates import WATERMARK
 from .toolchain.importer.store import read_state, transaction, write_state
