@@ -8,9 +8,10 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import build, serve
+from . import serve
 from .config import ConfigError, describe_settings, load_config
 from .simulator import command as simulate
+from .toolchain import build
 
 DEFAULT_INI = Path("server.ini.example")
 

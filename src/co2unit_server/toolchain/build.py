@@ -16,13 +16,13 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import db
-from .locking import file_lock
-from .timestamps import to_epoch
-from .toolchain import plotdata, summaries
-from .toolchain.importer import STAGES, Sources, run_import
-from .toolchain.importer.aggregates import WATERMARK
-from .toolchain.importer.store import read_state, transaction, write_state
+from .. import db
+from ..locking import file_lock
+from ..timestamps import to_epoch
+from . import plotdata, summaries
+from .importer import STAGES, Sources, run_import
+from .importer.aggregates import WATERMARK
+from .importer.store import read_state, transaction, write_state
 
 DB_NAME = "db.sqlite3"
 LOCK_SUFFIX = ".toolchain-lock"
@@ -148,7 +148,7 @@ def _publish(conn: sqlite3.Connection, db_path: Path, args: argparse.Namespace) 
     args.pub_dir.mkdir(parents=True, exist_ok=True)
     plots_todo = [n for n in todo if n in PLOTS]
     if plots_todo:
-        from .toolchain import plots  # matplotlib only when something is drawn
+        from . import plots  # matplotlib only when something is drawn
 
         opts = plots.PlotOptions(args.xmin, args.xmax, args.min_tier, args.max_tier,
                                  args.recent_days, args.co2_max)
