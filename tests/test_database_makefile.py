@@ -11,7 +11,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from toolchain_fixtures import HW_B, Tree, append, build_tree, reading, write
+from toolchain_fixtures import HW_B, TREE_READINGS, Tree, append, build_tree, reading, write
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUTS = {"co2_tiered_all_hires.svg", "co2_tiered_recent_hires.svg", "pings_all_tiered.svg",
@@ -44,7 +44,7 @@ def test_make_builds_the_database_and_every_page(tmp_path):
     stages = [line.split(":")[0] for line in done.stdout.splitlines()]
     assert stages == ["readings", "errors", "pings", "deployments", "plots and pages"]
     assert {p.name for p in tree.pub_dir.iterdir()} == OUTPUTS
-    assert counts(tree)["co2_readings"] == 16 and counts(tree)["error_logs"] == 6
+    assert counts(tree)["co2_readings"] == TREE_READINGS and counts(tree)["error_logs"] == 6
     conn = sqlite3.connect(tree.db_dir / "db.sqlite3")
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
@@ -90,7 +90,7 @@ def test_make_j_and_overlapping_runs_do_not_lock_each_other_out(tmp_path):
         out, err = run.communicate(timeout=600)
         assert run.returncode == 0, out + err
         assert "locked" not in err
-    assert counts(tree)["co2_readings"] == 16
+    assert counts(tree)["co2_readings"] == TREE_READINGS
     assert {p.name for p in tree.pub_dir.iterdir()} == OUTPUTS
 
 

@@ -13,12 +13,14 @@ from toolchain_fixtures import (
     A_LINES,
     A_PARTIAL,
     A_PARTIAL_CUT,
-    GOOD_A,
     HW_A,
     HW_B,
     HW_D,
+    RAW,
+    RAW_VALUES,
     SITE,
     SUPERSEDED_ONLY,
+    TREE_READINGS,
     Tree,
     append,
     build_tree,
@@ -75,11 +77,13 @@ def test_readings_values_nulls_and_drop_counts(tree, conn):
     assert _log(conn, "readings", "dropped") == A_DROPPED
     assert _log(conn, "readings", "nulled") == {"empty field": 1, "truncated field": 1,
                                                 "nickname ending in NICK": 1}
-    assert _log(conn, "readings", "recovered") == {"row cut off": 1,
+    assert _log(conn, "readings", "recovered") == {"row cut off": 2,
                                                    "non-printing bytes before a row": 1}
+    assert _log(conn, "readings", "noted") == {"blank line": 1}
     assert sum(A_DROPPED.values()) == reports["readings"].total("dropped")
     # Every physical line of A's file has exactly one outcome.
-    assert (reports["readings"].total("dropped") + A_IMPORTED) == len(A_LINES)
+    assert (reports["readings"].total("dropped") + A_IMPORTED
+            + reports["readings"].total("noted")) == len(A_LINES)
 
 
 def test_power_loss_and_nul_block_keep_the_intact_row(tree, conn):
@@ -106,7 +110,7 @@ def test_every_row_traces_back_to_its_file_and_line(tree, conn):
     dropped = _rows(conn, "SELECT f.path, d.src_line, d.reason FROM dropped_lines d "
                     "JOIN import_files f ON f.id = d.src_file WHERE d.reason LIKE 'dropped:%'")
     assert ("data:" + f"{HW_A}/data/readings/readings-0000.tsv", 4,
-            "dropped: 1970 date (clock lost)") in dropped
+            "dropped: date before 2011 (clock not set)") in dropped
 
 
 def test_superseded_copy_and_re_push_are_one_reading(tree, conn):
@@ -333,18 +337,63 @@ def test_progress_line_per_stage_names_rows_and_reasons(tree, conn):
     out: list[str] = []
     import_tree(tree, conn, out)
     assert [line.split(":")[0] for line in out] == ["readings", "errors", "pings", "deployments"]
-    assert "16 new rows" in out[0] and "1970 date (clock lost): 1" in out[0] and " s" in out[0]
+    assert f"{TREE_READINGS} new rows" in out[0] and " s" in out[0]
+    assert "date before 2011 (clock not set): 2" in out[0]
+    assert f"; rows lost by 1 unit: {HW_A} {sum(A_DROPPED.values())};" in out[0]
 
 
-def test_fast_path_and_slow_path_agree():
+RAW_SQL = ("SELECT raw_co2_filtered, raw_led_normalized, raw_led_signal, raw_zero_point, "
+           "raw_sensor_temp FROM co2_readings WHERE unit_id = ? AND date = ? AND time = ?")
+
+
+def test_21_field_rows_import_with_their_raw_values(tree, conn):
+    import_tree(tree, conn)
+    assert _rows(conn, RAW_SQL, HW_A, "2026-11-01", "18:20:10") == [RAW_VALUES]
+    assert _rows(conn, RAW_SQL, HW_A, "2026-11-01", "18:25:10") == [RAW_VALUES]  # recovered
+    assert _rows(conn, RAW_SQL, HW_A, "2026-11-01", "18:21:10") == [(None,) * 5]  # `None`
+    assert _rows(conn, RAW_SQL, HW_A, "2026-11-01", "13:00:10") == [(None,) * 5]  # 16 fields
+    # The 16 common fields of a 21-field row land in the same columns as a 16-field row's.
+    assert _rows(conn, "SELECT temp, flash_count, co2_01, co2_10 FROM co2_readings WHERE "
+                 "time = '18:20:10'") == [(4.5, 1, 700, 700)]
+    assert all(type(v) is int for v in _rows(conn, RAW_SQL, HW_A, "2026-11-01", "18:20:10")[0])
+    for time in ("18:22:10", "18:23:10", "00:01:00"):  # damaged raw, 18 fields, clock not set
+        assert _rows(conn, "SELECT count(*) FROM co2_readings WHERE time = ?", time) == [(0,)]
+
+
+@pytest.mark.parametrize("raw", [None, RAW, "None\t1\t2\tNone\t-4"])
+def test_fast_path_and_slow_path_agree(raw):
     """A clean line gives the same row through the one-regex path and through parse_line."""
     from co2unit_server.toolchain.importer.report import StageReport
 
-    line = GOOD_A
+    line = reading(HW_A, "varanger-03", "2026-11-01", "13:00:10", raw=raw)
     fast = readings.parse_lines(line + "\n", 1, 1, StageReport("x"))
-    slow, why, nulled = readings.parse_line(line)
-    assert fast[0][:16] == slow and not why and not nulled
+    slow = readings.salvage(line, 1, 1, StageReport("x"))
+    assert fast == [slow] and len(slow) == 16 + 5 + 2
     assert readings.parse_lines(SUPERSEDED_ONLY + "\n", 1, 1, StageReport("x"))
+
+
+@pytest.mark.parametrize("date", ["1970-01-01", "2000-01-01", "2010-12-31"])
+def test_a_unit_whose_clock_was_not_set_is_dropped_as_such(date):
+    from co2unit_server.toolchain.importer.report import StageReport
+
+    report = StageReport("x")
+    assert readings.parse_lines(reading(HW_A, "n", date, "00:00:42", raw=RAW) + "\n", 1, 1,
+                                report) == []
+    assert report.counts == {("dropped", "date before 2011 (clock not set)"): 1}
+    assert readings.parse_lines(reading(HW_A, "n", "2011-01-01", "00:00:42") + "\n", 1, 1,
+                                report)
+
+
+@pytest.mark.parametrize("fields", [15, 17, 20, 22, 31])
+def test_other_field_counts_stay_dropped(fields):
+    from co2unit_server.toolchain.importer.report import StageReport
+
+    line = "\t".join(reading(HW_A, "n", "2026-11-01", "00:00:42", raw=RAW).split("\t")[:21]
+                     + ["7"] * 10)
+    line = "\t".join(line.split("\t")[:fields])
+    report = StageReport("x")
+    assert readings.parse_lines(line + "\n", 1, 1, report) == []
+    assert report.counts == {("dropped", "wrong field count"): 1}
 
 
 @pytest.mark.parametrize("date,time", [("2019-13-31", "13:00:10"), ("2019-00-10", "13:00:10"),

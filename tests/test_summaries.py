@@ -116,7 +116,7 @@ def test_co2_page_shows_both_plots_by_bare_name_and_the_last_import(tree):
     page = _parse(html)
     assert page.images == ["co2_tiered_recent_hires.svg", "co2_tiered_all_hires.svg"]
     assert not page.external
-    assert ["readings", "dropped", "1970 date (clock lost)", "1"] in page.rows
+    assert ["readings", "dropped", "date before 2011 (clock not set)", "2"] in page.rows
 
 
 def test_pages_with_no_units(tmp_path):

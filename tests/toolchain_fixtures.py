@@ -22,12 +22,16 @@ SITE = "vj_re_sn_4"
 OTHER_SITE = "ko_ho_me_1"
 SUPERSEDED = "superseded/20261102T000000.000000Z"
 CO2 = "\t".join(["700"] * 10)
+# The ExplorIR raw values (Z, d, o, h, v) of firmware from 2020-01-14 on (PROTOCOL.md's example).
+RAW = "45\t34986\t28228\t32626\t1101"
+RAW_VALUES = (45, 34986, 28228, 32626, 1101)
 
 
 def reading(hw: str, nick: str, date: str, time: str, temp: str = "4.5", flash: str = "1",
-            co2: str = CO2) -> str:
-    """One readings line without its newline."""
-    return f"{hw}\t{nick}\t{date}\t{time}\t{temp}\t{flash}\t{co2}"
+            co2: str = CO2, raw: str | None = None) -> str:
+    """One readings line without its newline: 16 fields, or 21 with `raw`."""
+    line = f"{hw}\t{nick}\t{date}\t{time}\t{temp}\t{flash}\t{co2}"
+    return line if raw is None else f"{line}\t{raw}"
 
 
 GOOD_A = reading(HW_A, "varanger-03", "2026-11-01", "13:00:10", "23.4375",
@@ -64,13 +68,31 @@ A_LINES: list[tuple[bytes, str]] = [
      "dropped: wrong field count"),
     (reading(HW_A, "var\udcffanger", "2026-11-01", "18:10:10").encode("utf-8", "surrogateescape"),
      "dropped: non-printing bytes (not UTF-8)"),
+    # The unit's firmware update: from here on it writes 21 fields, in the same file.
+    (reading(HW_A, "varanger-03", "2026-11-01", "18:20:10", raw=RAW).encode(),
+     "imported: with raw values"),
+    (reading(HW_A, "varanger-03", "2026-11-01", "18:21:10",
+             raw="\t".join(["None"] * 5)).encode(), "imported: raw read failed, raw NULL"),
+    (reading(HW_A, "varanger-03", "2026-11-01", "18:22:10", raw="45\t3x986\t1\t2\t3").encode(),
+     "dropped: damaged raw value"),
+    (reading(HW_A, "varanger-03", "2026-11-01", "18:23:10", raw="45\t1").encode(),
+     "dropped: 18 fields"),
+    (b"", "noted: blank line (firmware of 2019-07-26)"),
+    (reading(HW_A, "varanger-03", "2000-01-01", "00:01:00", raw=RAW).encode(),
+     "dropped: clock not set"),
+    ((reading(HW_A, "varanger-03", "2026-11-01", "18:24:10", raw=RAW)[:100]
+      + reading(HW_A, "varanger-03", "2026-11-01", "18:25:10", raw=RAW)).encode(),
+     "recovered: the 18:25 row, with raw values"),
 ]
 # Being pushed: no newline yet.
 A_PARTIAL = reading(HW_A, "varanger-03", "2026-11-01", "18:30:10")
 A_PARTIAL_CUT = 50
-A_IMPORTED = 8  # 6 clean (some with NULLs) + 2 recovered
-A_DROPPED = {"1970 date (clock lost)": 1, "non-printing bytes": 3, "not a co2unit- line": 1,
-             "unparseable field": 1, "garbled hw_id": 1, "wrong field count": 1}
+A_IMPORTED = 11  # 8 clean (some with NULLs) + 3 recovered
+A_DROPPED = {"date before 2011 (clock not set)": 2, "non-printing bytes": 3,
+             "not a co2unit- line": 1, "unparseable field": 2, "garbled hw_id": 1,
+             "wrong field count": 2}
+# co2_readings after importing the tree: A, A's superseded-only row, B, C, D.
+TREE_READINGS = A_IMPORTED + 1 + 3 + 1 + 3
 SUPERSEDED_ONLY = reading(HW_A, "varanger-03", "2026-10-31", "12:00:10")
 
 ERRORS_A = """----- (2026, 10, 25, 3, 11, 24, 4, 298) INFO  transmitting

@@ -46,7 +46,14 @@ CREATE TABLE IF NOT EXISTS co2_readings (
     co2_09      INTEGER,
     co2_10      INTEGER,
     src_file    INTEGER NOT NULL,  -- import_files.id: where the row came from
-    src_line    INTEGER NOT NULL   -- 1-based line number in that file
+    src_line    INTEGER NOT NULL,  -- 1-based line number in that file
+    -- Firmware from 2020-01-14 on appends the ExplorIR sensor's raw multi-field read (Z, d, o,
+    -- h, v); NULL for 16-field rows and where the read failed. Added by schema version 2.
+    raw_co2_filtered   INTEGER,
+    raw_led_normalized INTEGER,
+    raw_led_signal     INTEGER,
+    raw_zero_point     INTEGER,
+    raw_sensor_temp    INTEGER
 );
 -- A reading is (unit_id, date, time): the copy in superseded/ and the re-pushed one are one row.
 CREATE UNIQUE INDEX IF NOT EXISTS co2_readings_key ON co2_readings (unit_id, date, time);
@@ -114,6 +121,29 @@ CREATE TABLE IF NOT EXISTS dropped_lines (
     content  TEXT NOT NULL  -- repr() of the start of the line
 );
 CREATE INDEX IF NOT EXISTS dropped_lines_file ON dropped_lines (src_file, src_line);
+-- Per unit that pushed readings: what reached co2_readings and what the import dropped.
+-- Rewritten by the importer for the units whose data or deployments changed (and daily).
+CREATE TABLE IF NOT EXISTS data_quality (
+    unit_id          TEXT PRIMARY KEY,
+    rows_imported    INTEGER NOT NULL,  -- rows of co2_readings
+    rows_dropped     INTEGER NOT NULL,  -- lines of its readings files the import dropped
+    lost_share       REAL NOT NULL,     -- rows_dropped / (rows_imported + rows_dropped)
+    first_reading    TEXT,              -- 'YYYY-MM-DD HH:MM:SS' UTC
+    last_reading     TEXT,
+    days_deployed    REAL,              -- in its `deployed` periods up to computed_at
+    days_with_data   INTEGER,           -- UTC days with a reading (in those periods, if any)
+    longest_gap_days REAL,              -- between readings and the periods' ends, if deployed
+    gap_from         TEXT,
+    gap_to           TEXT,
+    computed_at      TEXT NOT NULL
+);
+-- Dropped lines per unit and reason (every dropped line is in dropped_lines).
+CREATE VIEW IF NOT EXISTS dropped_by_unit AS
+    SELECT substr(f.path, 6, instr(substr(f.path, 6), '/') - 1) AS unit_id,
+           substr(d.reason, 10) AS reason, count(*) AS rows
+    FROM dropped_lines d JOIN import_files f ON f.id = d.src_file
+    WHERE f.kind = 'readings' AND d.reason LIKE 'dropped: %'
+    GROUP BY 1, 2;
 -- What each generated plot or page was last built from, and how far co2_bins has got.
 CREATE TABLE IF NOT EXISTS toolchain_state (
     name  TEXT PRIMARY KEY,
@@ -134,14 +164,64 @@ def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     return conn
 
 
-def init_schema(conn: sqlite3.Connection) -> None:
-    """Create every table and index that does not exist yet.
+# PRAGMA user_version of a database this code built or upgraded. Version 1 is the layout
+# before versioning (user_version 0 then); each step of _UPGRADES brings one version up.
+SCHEMA_VERSION = 2
+RAW_COLUMNS = ("raw_co2_filtered", "raw_led_normalized", "raw_led_signal", "raw_zero_point",
+               "raw_sensor_temp")
 
-    A table from an older schema (the reference server's `pings` has no ping_ts) is renamed
+
+def _upgrade_to_2(conn: sqlite3.Connection) -> None:
+    """Add the raw columns; have the readings files that lost lines read again.
+
+    Versions before 2 dropped every 21-field row as "wrong field count". Only a file with a
+    dropped line can hold such a row. An empty check hash never matches a file's, so the next
+    import treats those files as replaced: it deletes their rows and reads them from byte 0.
+    """
+    if not _columns(conn, "co2_readings"):
+        return
+    for column in RAW_COLUMNS:
+        if column not in _columns(conn, "co2_readings"):
+            conn.execute(f"ALTER TABLE co2_readings ADD COLUMN {column} INTEGER")
+    if _columns(conn, "dropped_lines") and _columns(conn, "import_files"):
+        marked = conn.execute(
+            "UPDATE import_files SET check_hash = '' WHERE kind = 'readings' AND id IN "
+            "(SELECT src_file FROM dropped_lines)").rowcount
+        log.warning("schema 2: %d readings files with dropped lines will be imported again",
+                    marked)
+
+
+_UPGRADES = {2: _upgrade_to_2}
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring the database up to SCHEMA_VERSION, once, even with several processes starting."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = max(conn.execute("PRAGMA user_version").fetchone()[0], 1)
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            _UPGRADES[target](conn)
+        if version < SCHEMA_VERSION:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+
+
+def init_schema(conn: sqlite3.Connection) -> None:
+    """Upgrade an older database, then create every table and index that does not exist yet.
+
+    A table from a foreign schema (the reference server's `pings` has no ping_ts) is renamed
     aside, intact, and recreated: every table is rebuilt from the files by the importer.
     """
+    _upgrade(conn)
     for table, columns in _schema_columns().items():
-        existing = {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
+        existing = _columns(conn, table)
         if existing and not columns <= existing:
             _move_aside(conn, table, columns - existing)
     conn.executescript(SCHEMA)

@@ -8,13 +8,17 @@ import time
 from datetime import date
 from pathlib import Path
 
+from ...db import RAW_COLUMNS
 from . import aggregates, sources
 from .report import StageReport
 from .store import transaction
 
 KIND = "readings"
 HW_PREFIX = "co2unit-"
+# Firmware before 2020-01-14 writes 16 fields; later firmware appends the sensor's 5 raw values.
 FIELDS = 16
+RAW_FIELDS = 5
+FIELD_COUNTS = (FIELDS, FIELDS + RAW_FIELDS)
 # Rows per transaction: keeps memory flat and the server's ping inserts waiting briefly.
 BATCH_ROWS = 20_000
 
@@ -26,23 +30,29 @@ HW_ID = re.compile(r"co2unit-[0-9a-f]{12}")
 # Real calendar fields only: SQLite and Python both refuse month 13, hour 24 or second 60.
 _DATE_RE = r"\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
 _TIME_RE = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
+# The firmware warns that its clocks are not set when they read a year up to 2010; the RTC
+# restarts at 1970-01-01. Such a row's time is unknown.
+_CLOCK_LOST_RE = r"1\d{3}-|200\d-|2010-"
+_CLOCK_LOST = re.compile(_CLOCK_LOST_RE)
 _DATE = re.compile(_DATE_RE)
 _TIME = re.compile(_TIME_RE)
-_NUMBER = [re.compile(_FLOAT)] + [re.compile(_INT)] * 11
+_NUMBER = [re.compile(_FLOAT)] + [re.compile(_INT)] * (11 + RAW_FIELDS)
 # What is left of a number whose end was cut off: '-', '23.', '.'.
 _CUT_NUMBER = re.compile(r"-?\d*\.?\d*")
 # The common case in one C-level match (possessive: no backtracking into digits); anything
 # else goes through parse_line().
 _GOOD_LINE = re.compile(
-    r"co2unit-[0-9a-f]{12}\t[^\t\x00-\x1f\x7f-\x9f\udc80-\udcff]*+\t(?!1970-)"
+    r"co2unit-[0-9a-f]{12}\t[^\t\x00-\x1f\x7f-\x9f\udc80-\udcff]*+\t(?!" + _CLOCK_LOST_RE + ")"
     + _DATE_RE + r"\t" + _TIME_RE +
-    r"\t(?:-?\d++(?:\.\d++)?+(?:[eE][-+]?\d++)?+|None)" + r"\t(?:-?\d++|None)" * 11)
+    r"\t(?:-?\d++(?:\.\d++)?+(?:[eE][-+]?\d++)?+|None)" + r"\t(?:-?\d++|None)" * 11
+    + r"(?:" + r"\t(?:-?\d++|None)" * RAW_FIELDS + r")?+")
+_NO_RAW = [None] * RAW_FIELDS
 
-_COLUMNS = ", ".join(["unit_id", "nickname", "date", "time", "temp", "flash_count"]
-                     + [f"co2_{i:02d}" for i in range(1, 11)] + ["src_file", "src_line"])
+_COLUMNS = (["unit_id", "nickname", "date", "time", "temp", "flash_count"]
+            + [f"co2_{i:02d}" for i in range(1, 11)] + list(RAW_COLUMNS) + ["src_file", "src_line"])
 # SQLite's column affinity turns the numeric text into INTEGER/REAL: no conversion in Python.
-INSERT = (f"INSERT OR IGNORE INTO co2_readings ({_COLUMNS}) "
-          f"VALUES ({', '.join('?' * (FIELDS + 2))})")
+INSERT = (f"INSERT OR IGNORE INTO co2_readings ({', '.join(_COLUMNS)}) "
+          f"VALUES ({', '.join('?' * len(_COLUMNS))})")
 
 
 def _real_date(text: str) -> bool:
@@ -65,21 +75,21 @@ def parse_line(line: str) -> tuple[list | None, str, list[str]]:
     if not line.startswith(HW_PREFIX):
         return None, "not a co2unit- line", []
     f = line.split("\t")
-    if len(f) != FIELDS:
+    if len(f) not in FIELD_COUNTS:
         return None, "wrong field count", []
     if not HW_ID.fullmatch(f[0]):
         return None, "garbled hw_id", []
     if not _DATE.fullmatch(f[2]) or not _real_date(f[2]):
         return None, "unparseable date", []
-    if f[2].startswith("1970-"):
-        return None, "1970 date (clock lost)", []
+    if _CLOCK_LOST.match(f[2]):
+        return None, "date before 2011 (clock not set)", []
     if not _TIME.fullmatch(f[3]):
         return None, "unparseable time", []
     nulled = []
     if f[1].endswith("NICK"):
         nulled.append("nickname ending in NICK")
     f[1] = _nickname(f[1])
-    for i, pattern in enumerate(_NUMBER, 4):
+    for i, pattern in enumerate(_NUMBER[:len(f) - 4], 4):
         value = f[i]
         if pattern.fullmatch(value):
             continue
@@ -97,6 +107,10 @@ def parse_line(line: str) -> tuple[list | None, str, list[str]]:
 
 def salvage(line: str, file_id: int, line_no: int, report: StageReport) -> list | None:
     """Import what can be trusted of an irregular line, counting what is dropped or NULLed."""
+    if not line.strip():
+        # Firmware of 2019-07-26 wrote an extra newline after each row: no reading is lost.
+        report.add("noted", "blank line")
+        return None
     # A row cut by a power loss has the next row (or a NUL block and then a row) written onto
     # its line: the intact row is the last one, starting at the last hw_id.
     start = line.rfind(HW_PREFIX)
@@ -119,6 +133,8 @@ def _finish(fields: list, nulled: list[str], file_id: int, line_no: int,
             report: StageReport) -> list:
     for reason in nulled:
         report.add("nulled", reason)
+    if len(fields) == FIELDS:
+        fields.extend(_NO_RAW)
     fields.append(file_id)
     fields.append(line_no)
     return fields
@@ -137,6 +153,8 @@ def parse_lines(text: str, file_id: int, first_line: int, report: StageReport) -
             if f[1] is not None and f[1].endswith("NICK"):
                 report.add("nulled", "nickname ending in NICK")
                 f[1] = None
+            if len(f) == FIELDS:
+                f += _NO_RAW
             f += (file_id, line_no)
             rows.append(f)
         else:
@@ -157,11 +175,12 @@ def forget_replaced(conn: sqlite3.Connection, plan: sources.Plan, report: StageR
         return
     # Their rows may have hidden the same readings in a sibling file (INSERT OR IGNORE).
     sources.rescan_groups(plan, {_unit_of(s.key) for s in gone})
-    gone_ids = [(s.id,) for s in gone]
     with transaction(conn):
-        before = conn.total_changes
-        conn.executemany("DELETE FROM co2_readings WHERE src_file = ?", gone_ids)
-        report.add("deleted", "file replaced or gone", conn.total_changes - before)
+        for state in gone:
+            reason = ("read again after a schema upgrade" if state.check_hash == sources.REREAD
+                      else "file replaced or gone")
+            deleted = conn.execute("DELETE FROM co2_readings WHERE src_file = ?", (state.id,))
+            report.add("deleted", reason, deleted.rowcount)
         sources.forget_dropped(conn, plan.work)
         sources.forget(conn, plan.vanished)
         aggregates.rebuild(conn)
@@ -182,7 +201,10 @@ def import_readings(conn: sqlite3.Connection, data_dir: Path, report: StageRepor
         data, start = sources.read_new(work)
         lines_before = 0 if work.restart else work.state.lines_done
         text = data.decode("utf-8", "surrogateescape")
+        dropped_before = report.total("dropped")
         batch.extend(parse_lines(text, work.state.id, lines_before + 1, report))
+        if report.total("dropped") > dropped_before:
+            report.lost_by_unit[work.found.group] += report.total("dropped") - dropped_before
         done.append((work, start + len(data), lines_before + text.count("\n")))
         if len(batch) >= BATCH_ROWS:
             _store(conn, batch, done, report)
@@ -197,11 +219,12 @@ def import_readings(conn: sqlite3.Connection, data_dir: Path, report: StageRepor
 
 def _store(conn: sqlite3.Connection, rows: list[list],
            done: list[tuple[sources.Work, int, int]], report: StageReport) -> None:
-    """Insert rows and record the files' progress in one transaction."""
+    """Insert rows, their files' dropped lines and progress in one transaction."""
     if not done:
         return
     with transaction(conn):
         new = conn.executemany(INSERT, rows).rowcount if rows else 0
+        report.store_dropped(conn)
         for work, bytes_done, lines_done in done:
             sources.save(conn, work, bytes_done, lines_done)
     report.add("imported", "rows", new)

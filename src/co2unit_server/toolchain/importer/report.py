@@ -30,6 +30,7 @@ class StageReport:
     seconds: float = 0.0
     note: str = ""
     dropped_lines: list[tuple[int, int, str, str]] = field(default_factory=list)
+    lost_by_unit: Counter = field(default_factory=Counter)  # dropped lines per unit
 
     def add(self, outcome: str, reason: str, count: int = 1) -> None:
         self.counts[(outcome, reason)] += count
@@ -56,7 +57,16 @@ class StageReport:
             detail = ", ".join(f"{r}: {n}" for r, n in reasons)
             parts.append(f"{self.total(outcome)} {outcome}" + (f" ({detail})" if detail else ""))
         text = ", ".join(parts) + f" in {self.seconds:.2f} s"
+        if self.lost_by_unit:
+            units = sorted(self.lost_by_unit.items(), key=lambda u: (-u[1], u[0]))
+            text += (f"; rows lost by {len(units)} unit{'s' if len(units) > 1 else ''}: "
+                     + ", ".join(f"{unit} {n}" for unit, n in units))
         return text + (f"; {self.note}" if self.note else "")
+
+    def store_dropped(self, conn: sqlite3.Connection) -> None:
+        """Insert the dropped lines kept so far, in the caller's transaction, and forget them."""
+        conn.executemany("INSERT INTO dropped_lines VALUES (?, ?, ?, ?)", self.dropped_lines)
+        self.dropped_lines.clear()
 
     def finish(self, conn: sqlite3.Connection, run_ts: str, out: Callable[[str], None]) -> None:
         """Print the progress line and store the counts and dropped lines."""
@@ -68,4 +78,4 @@ class StageReport:
             rows.append((run_ts, self.stage, "files", "replaced or gone", self.files_replaced))
         with transaction(conn):
             conn.executemany("INSERT INTO import_log VALUES (?, ?, ?, ?, ?)", rows)
-            conn.executemany("INSERT INTO dropped_lines VALUES (?, ?, ?, ?)", self.dropped_lines)
+            self.store_dropped(conn)

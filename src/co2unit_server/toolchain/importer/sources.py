@@ -16,6 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# The check hash of a file to read again from byte 0 (set by db's schema upgrades): no file's
+# content hashes to it, so the file counts as replaced.
+REREAD = ""
 HEAD_BYTES = 4096
 TAIL_BYTES = 1024
 _DIGITS = re.compile(r"(\d+)")
