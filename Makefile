@@ -27,6 +27,7 @@ run: $(STAMP)
 		--remote-data-dir $(REMOTE_DATA_DIR) --var-dir $(VAR_DIR)
 
 test: $(STAMP)
+	scripts/ensure-chromium.sh
 	$(BIN)/ruff check src tests bench
 	$(BIN)/pytest
 
