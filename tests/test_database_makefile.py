@@ -42,7 +42,8 @@ def test_make_builds_the_database_and_every_page(tmp_path):
     tree = build_tree(tmp_path)
     done = make(tree)
     stages = [line.split(":")[0] for line in done.stdout.splitlines()]
-    assert stages == ["readings", "errors", "pings", "deployments", "plots and pages"]
+    assert stages == ["readings", "errors", "pings", "deployments", "data quality",
+                      "plots and pages"]
     assert {p.name for p in tree.pub_dir.iterdir()} == OUTPUTS
     assert counts(tree)["co2_readings"] == TREE_READINGS and counts(tree)["error_logs"] == 6
     conn = sqlite3.connect(tree.db_dir / "db.sqlite3")
@@ -168,3 +169,72 @@ def test_make_summaries_script_builds_where_the_server_serves(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert {p.name for p in tree.pub_dir.iterdir()} == OUTPUTS
     assert (install / "var" / "db.sqlite3").is_file()
+
+
+V1 = REPO / "tests" / "data" / "schema_v1"
+# Tables that describe runs, not data: they differ between any two builds.
+RUN_TABLES = {"import_log", "toolchain_state", "import_files"}
+
+
+def _v1_tree(root: Path, with_db: bool) -> Tree:
+    """The tree of tests/data/schema_v1, with the database the old toolchain built from it."""
+    tree = Tree(root)
+    shutil.copytree(V1 / "remote_data", tree.data_dir)
+    shutil.copytree(V1 / "var", tree.db_dir)
+    if with_db:
+        conn = sqlite3.connect(tree.db_dir / "db.sqlite3")
+        conn.executescript((V1 / "db.sql").read_text(encoding="utf-8"))
+        conn.close()
+    return tree
+
+
+def _content(tree: Tree) -> dict[str, list[tuple]]:
+    """Every data table's rows, without the columns that number files or say when."""
+    conn = sqlite3.connect(tree.db_dir / "db.sqlite3")
+    # File ids, and what moves on with the clock (an ongoing deployment lasts until now).
+    skip = {"src_file", "computed_at", "days_deployed", "longest_gap_days", "gap_to"}
+    try:
+        names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN "
+                                            "('table', 'view') ORDER BY name")]
+        content = {}
+        for name in set(names) - RUN_TABLES:
+            cols = [c[1] for c in conn.execute(f'PRAGMA table_info("{name}")')
+                    if c[1] not in skip]
+            content[name] = sorted(conn.execute(f'SELECT {", ".join(cols)} FROM "{name}"'),
+                                   key=repr)
+        return content
+    finally:
+        conn.close()
+
+
+def test_a_database_from_before_schema_2_heals_on_the_next_plain_make(tmp_path):
+    old = _v1_tree(tmp_path / "old", with_db=True)
+    conn = sqlite3.connect(old.db_dir / "db.sqlite3")
+    assert conn.execute("PRAGMA user_version").fetchone() == (0,)
+    before = conn.execute("SELECT count(*) FROM co2_readings").fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM dropped_lines d JOIN import_files f ON f.id = "
+                        "d.src_file WHERE f.kind = 'readings' AND d.reason = "
+                        "'dropped: wrong field count'").fetchone()[0] == 7
+    conn.close()
+    fresh = _v1_tree(tmp_path / "fresh", with_db=False)
+
+    healed = make(old).stdout
+    make(fresh)
+
+    assert "read again after a schema upgrade" in healed
+    assert _content(old) == _content(fresh)
+    conn = sqlite3.connect(old.db_dir / "db.sqlite3")
+    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    after = conn.execute("SELECT count(*) FROM co2_readings").fetchone()[0]
+    assert after == before + 3  # the 21-field rows the old importer dropped
+    assert conn.execute("SELECT count(*) FROM co2_readings WHERE raw_co2_filtered = 45 AND "
+                        "raw_sensor_temp = 1101").fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM co2_bins").fetchone() == conn.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT unit_id, unixepoch(date || ' ' || time) / 10800 "
+        "FROM co2_readings)").fetchone()
+    conn.close()
+    page = (old.pub_dir / "co2_summary.html").read_text(encoding="utf-8")
+    assert "Data quality" in page  # the pages were redrawn
+    again = make(old).stdout
+    assert "0 new rows" in again and "plots and pages: up to date" in again
+    assert _content(old) == _content(fresh)

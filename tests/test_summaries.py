@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from toolchain_fixtures import (
+    A_DROPPED,
+    A_IMPORTED,
     HW_A,
     HW_B,
     HW_C,
@@ -23,7 +25,7 @@ from toolchain_fixtures import (
 )
 
 from co2unit_server.cli import main
-from co2unit_server.toolchain import summaries
+from co2unit_server.toolchain import quality, summaries
 from co2unit_server.toolchain.plotdata import to_epoch
 
 NOW = to_epoch("2026-11-08 00:00:00")
@@ -99,7 +101,7 @@ def test_pings_summary_one_row_per_unit_deployed_first(tree):
 
 
 def test_pings_page_escapes_values_and_is_self_contained(tree):
-    summaries.make_page(open_db(tree), summaries.PINGS_SUMMARY, _pub(tree), NOW, 14)
+    summaries.make_page(open_db(tree), summaries.PINGS_SUMMARY, _pub(tree), NOW, 14, 0.01)
     html = (tree.pub_dir / summaries.PINGS_SUMMARY).read_text(encoding="utf-8")
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;&amp;" in html
     page = _parse(html)
@@ -110,7 +112,7 @@ def test_pings_page_escapes_values_and_is_self_contained(tree):
 
 
 def test_co2_page_shows_both_plots_by_bare_name_and_the_last_import(tree):
-    summaries.make_page(open_db(tree), summaries.CO2_SUMMARY, _pub(tree), NOW, 7)
+    summaries.make_page(open_db(tree), summaries.CO2_SUMMARY, _pub(tree), NOW, 7, 0.01)
     html = (tree.pub_dir / summaries.CO2_SUMMARY).read_text(encoding="utf-8")
     assert "<h2>Last 7 days</h2>" in html
     page = _parse(html)
@@ -119,11 +121,28 @@ def test_co2_page_shows_both_plots_by_bare_name_and_the_last_import(tree):
     assert ["readings", "dropped", "date before 2011 (clock not set)", "2"] in page.rows
 
 
+def test_co2_page_has_a_data_quality_row_per_unit_with_lossy_units_marked(tree):
+    conn = open_db(tree)
+    quality.update(conn, import_tree(tree, conn), NOW)
+    for share, lossy in ((0.01, 1), (0.5, 0)):
+        summaries.make_page(conn, summaries.CO2_SUMMARY, _pub(tree), NOW, 7, share)
+        html = (tree.pub_dir / summaries.CO2_SUMMARY).read_text(encoding="utf-8")
+        assert html.count("<tr class=lossy>") == lossy
+    assert "<h2 id=quality>Data quality</h2>" in html
+    rows = {row[0]: row for row in _parse(html).rows if row and row[0].startswith("co2unit-")}
+    assert sorted(rows) == sorted([HW_A, HW_B, HW_C, HW_D])  # every unit that pushed data
+    lost = sum(A_DROPPED.values())
+    assert rows[HW_A][1:4] == [str(A_IMPORTED + 1), str(lost),
+                               f"{lost / (lost + A_IMPORTED + 1):.1%}"]
+    assert "wrong field count: 2" in rows[HW_A][4]
+    assert rows[HW_B][2:5] == ["0", "0.0%", "–"]
+
+
 def test_pages_with_no_units(tmp_path):
     tree = Tree(tmp_path)
     conn = open_db(tree)
     for name in summaries.OUTPUTS:
-        summaries.make_page(conn, name, _pub(tree), NOW, 14)
+        summaries.make_page(conn, name, _pub(tree), NOW, 14, 0.01)
         assert "<html" in (tree.pub_dir / name).read_text()
     assert "No units yet" in (tree.pub_dir / summaries.PINGS_SUMMARY).read_text()
 
@@ -160,6 +179,10 @@ def test_generated_pages_render_in_headless_chromium(uwsgi_server, tmp_path):
     a_row = next(row for row in page.rows if row and row[0] == HW_A)
     assert a_row[4] == "-89"  # the live ping, once
     co2_dom = chromium(tmp_path, "--dump-dom", f"{uwsgi_server.url}/data/co2/summary")
+    quality_rows = [row[0] for row in _parse(co2_dom.stdout).rows
+                    if row and row[0].startswith("co2unit-")]
+    assert sorted(quality_rows) == sorted([HW_A, HW_B, HW_C, HW_D])
+    assert co2_dom.stdout.count('<tr class="lossy">') == 1  # A lost most of its rows
     images = _parse(co2_dom.stdout).images + page.images
     assert set(images) == {"co2_tiered_recent_hires.svg", "co2_tiered_all_hires.svg",
                            "pings_all_tiered.svg"}

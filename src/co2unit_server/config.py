@@ -32,6 +32,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _share(raw: str) -> float:
+    value = float(raw)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be a share between 0 and 1")
+    return value
+
+
 def _name_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -76,6 +83,10 @@ class Config:
         2000, _positive_int,
         "How long the ping writer waits for a locked database before giving up on a batch "
         "(the TSV lines are kept).")
+    loss_warn_share: float = _setting(
+        0.01, _share,
+        "Share of a unit's readings rows the import may drop before the CO2 summary page "
+        "highlights the unit in its data-quality table (0.01 = 1 %).")
     log_level: str = _setting(
         "INFO", str.upper, "Python logging level of the server (DEBUG, INFO, WARNING, ERROR).")
 

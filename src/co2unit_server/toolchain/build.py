@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import db
+from ..config import load_config
 from ..locking import file_lock
 from ..timestamps import to_epoch
-from . import plotdata, summaries
+from . import plotdata, quality, summaries
 from .importer import STAGES, Sources, run_import
 from .importer.aggregates import WATERMARK
 from .importer.store import read_state, transaction, write_state
@@ -109,18 +110,24 @@ def _open(db_dir: Path) -> sqlite3.Connection:
     return conn
 
 
-def _import(conn: sqlite3.Connection, args: argparse.Namespace) -> None:
-    run_import(conn, _sources(args), out=lambda line: print(line, flush=True))
+def _print(line: str) -> None:
+    print(line, flush=True)
 
 
-def _run(args: argparse.Namespace, publish: bool) -> int:
+def _import(conn: sqlite3.Connection, args: argparse.Namespace, warn_share: float) -> None:
+    reports = run_import(conn, _sources(args), out=_print)
+    quality.refresh(conn, reports, time.time(), warn_share, _print)
+
+
+def _run(args: argparse.Namespace, environ: Mapping[str, str], publish: bool) -> int:
     db_path = args.db_dir / DB_NAME
+    warn_share = load_config(environ).loss_warn_share
     with locked(db_path):
         conn = _open(args.db_dir)
         try:
-            _import(conn, args)
+            _import(conn, args, warn_share)
             if publish:
-                _publish(conn, db_path, args)
+                _publish(conn, db_path, args, warn_share)
         finally:
             conn.close()
     return 0
@@ -128,18 +135,21 @@ def _run(args: argparse.Namespace, publish: bool) -> int:
 
 def run_import_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Import everything new into DB_DIR/db.sqlite3."""
-    return _run(args, publish=False)
+    return _run(args, environ, publish=False)
 
 
 def run_build_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Import, then redraw the plots and pages whose inputs changed."""
-    return _run(args, publish=True)
+    return _run(args, environ, publish=True)
 
 
-def _publish(conn: sqlite3.Connection, db_path: Path, args: argparse.Namespace) -> None:
+def _publish(conn: sqlite3.Connection, db_path: Path, args: argparse.Namespace,
+             warn_share: float) -> None:
     started, now = time.monotonic(), time.time()
     options = " ".join(f"{k}={getattr(args, k)}" for k in
                        ("xmin", "xmax", "min_tier", "max_tier", "recent_days", "co2_max"))
+    # A new schema can change what the pages show: redraw them once after an upgrade.
+    options += f" loss_warn_share={warn_share} schema={db.SCHEMA_VERSION}"
     prints = fingerprints(conn, options, now)
     todo = list(prints) if args.force else stale_outputs(conn, args.pub_dir, prints)
     if not todo:
@@ -154,7 +164,7 @@ def _publish(conn: sqlite3.Connection, db_path: Path, args: argparse.Namespace) 
                                  args.recent_days, args.co2_max)
         plots.make_plots(db_path, plots_todo, args.pub_dir, opts, now)
     for name in (n for n in todo if n in PAGES):
-        summaries.make_page(conn, name, args.pub_dir, now, args.recent_days)
+        summaries.make_page(conn, name, args.pub_dir, now, args.recent_days, warn_share)
     with transaction(conn):
         for name in todo:
             write_state(conn, OUTPUT_PREFIX + name, prints[name])

@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 
 from ..timestamps import DAY
-from . import plotdata
+from . import plotdata, quality
 from .plotdata import Period
 from .publish import write_atomic
 
@@ -24,7 +24,8 @@ _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
 table{border-collapse:collapse;font-size:.85rem}
 th,td{padding:.2rem .5rem;border-bottom:1px solid #ddd}
 th{background:#f2f2f2;text-align:left;position:sticky;top:0}td.n{text-align:right}
-tr.idle td{color:#888}img{max-width:100%;height:auto;border:1px solid #eee}
+tr.idle td{color:#888}tr.lossy td{background:#fde2e1;color:#8a1c14;font-weight:600}
+.table-wrap{overflow-x:auto}img{max-width:100%;height:auto;border:1px solid #eee}
 .note{color:#666;font-size:.85rem}"""
 
 
@@ -128,9 +129,41 @@ def pings_page(rows: list[UnitSummary], generated: str) -> str:
                  'alt="pings per deployment group, coloured by signal strength"></p>')
 
 
+_QUALITY_COLUMNS = ("hw_id", "rows imported", "rows dropped", "lost", "dropped by reason",
+                    "first reading (UTC)", "last reading (UTC)", "days with data",
+                    "days deployed", "longest gap (days)", "gap from", "gap to")
+
+
+def quality_section(rows: list[quality.UnitQuality], warn_share: float) -> str:
+    """The data-quality table: one row per unit that pushed anything, lossy units marked."""
+    if not rows:
+        return "<h2 id=quality>Data quality</h2><p>No unit has pushed readings yet.</p>"
+    body = []
+    for q in rows:
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(q.dropped_by_reason.items(),
+                                                          key=lambda rn: (-rn[1], rn[0])))
+        cells = [_cell(q.unit_id), _cell(q.rows_imported, True), _cell(q.rows_dropped, True),
+                 _cell(f"{q.lost_share:.1%}", True), _cell(reasons or None),
+                 _cell(q.first_reading), _cell(q.last_reading), _cell(q.days_with_data, True),
+                 _cell(q.days_deployed, True, 1), _cell(q.longest_gap_days, True, 1),
+                 _cell(q.gap_from), _cell(q.gap_to)]
+        lossy = q.lost_share > warn_share
+        body.append(f"<tr{' class=lossy' if lossy else ''}>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{escape(c)}</th>" for c in _QUALITY_COLUMNS)
+    over = sum(q.lost_share > warn_share for q in rows)
+    return ("<h2 id=quality>Data quality</h2>"
+            f"<p class=note>{len(rows)} units pushed data; {over} lost more than "
+            f"{warn_share:.1%} of their rows (highlighted; setting loss_warn_share). Rows "
+            "dropped are lines of the unit's readings files the import could not use; days and "
+            "gaps count within the unit's deployed periods up to now, or between its first and "
+            "last reading if it was never deployed.</p>"
+            f"<table class=quality><thead><tr>{head}</tr></thead><tbody>{''.join(body)}"
+            "</tbody></table>")
+
+
 def co2_page(last_import: list[tuple[str, str, str, int]], generated: str,
-             recent_days: float) -> str:
-    """The CO2 summary: the recent and the full tiered plots, and what the last import did."""
+             recent_days: float, quality_html: str = "") -> str:
+    """The CO2 summary: the plots, the data quality per unit, and what the last import did."""
     log_rows = "".join(f"<tr><td>{escape(s)}</td><td>{escape(o)}</td><td>{escape(r)}</td>"
                        f"<td class=n>{n}</td></tr>" for s, o, r, n in last_import)
     log = (f"<h2>Last import</h2><table><thead><tr><th>stage</th><th>outcome</th>"
@@ -143,7 +176,8 @@ def co2_page(last_import: list[tuple[str, str, str, int]], generated: str,
                  f'<img src="co2_tiered_recent_hires.svg" alt="CO2, last {recent_days:g} days">'
                  '</a></p>'
                  '<h2>All data</h2><p><a href="co2_tiered_all_hires.svg">'
-                 '<img src="co2_tiered_all_hires.svg" alt="CO2, all data"></a></p>' + log)
+                 '<img src="co2_tiered_all_hires.svg" alt="CO2, all data"></a></p>'
+                 + quality_html + log)
 
 
 def _page(title: str, generated: str, body: str) -> str:
@@ -161,11 +195,12 @@ def last_import(conn: sqlite3.Connection) -> list[tuple[str, str, str, int]]:
 
 
 def make_page(conn: sqlite3.Connection, name: str, pub_dir: Path, now: float,
-              recent_days: float) -> None:
+              recent_days: float, warn_share: float) -> None:
     """Write one of OUTPUTS into pub_dir."""
     generated = plotdata.to_text(now)
     if name == PINGS_SUMMARY:
         html = pings_page(unit_summaries(conn, now), generated)
     else:
-        html = co2_page(last_import(conn), generated, recent_days)
+        html = co2_page(last_import(conn), generated, recent_days,
+                        quality_section(quality.load(conn), warn_share))
     write_atomic(pub_dir / name, html)

@@ -195,6 +195,7 @@ def import_readings(conn: sqlite3.Connection, data_dir: Path, report: StageRepor
     with transaction(conn):
         plan = sources.plan(conn, KIND, found)
     forget_replaced(conn, plan, report)
+    report.units = {w.found.group for w in plan.work} | {_unit_of(s.key) for s in plan.vanished}
     batch: list[list] = []
     done: list[tuple[sources.Work, int, int]] = []
     for work in plan.work:

@@ -31,6 +31,7 @@ class StageReport:
     note: str = ""
     dropped_lines: list[tuple[int, int, str, str]] = field(default_factory=list)
     lost_by_unit: Counter = field(default_factory=Counter)  # dropped lines per unit
+    units: set[str] = field(default_factory=set)  # units whose files were read or forgotten
 
     def add(self, outcome: str, reason: str, count: int = 1) -> None:
         self.counts[(outcome, reason)] += count
@@ -45,16 +46,19 @@ class StageReport:
     def total(self, outcome: str) -> int:
         return sum(n for (o, _), n in self.counts.items() if o == outcome)
 
+    def _reasons(self, outcome: str) -> str:
+        reasons = sorted((r, n) for (o, r), n in self.counts.items() if o == outcome and n)
+        return ", ".join(f"{r}: {n}" for r, n in reasons)
+
     def line(self) -> str:
         """The one progress line of this stage."""
         parts = [f"{self.stage}: {self.files} files ({self.files_read} read, "
                  f"{self.files_replaced} replaced or gone)",
                  f"{self.total('imported')} new rows", f"{self.total('duplicate')} duplicates"]
         if self.total("deleted"):
-            parts.append(f"{self.total('deleted')} rows deleted")
+            parts.append(f"{self.total('deleted')} rows deleted ({self._reasons('deleted')})")
         for outcome in _ALWAYS + tuple(o for o in _WHEN_ANY if self.total(o)):
-            reasons = sorted((r, n) for (o, r), n in self.counts.items() if o == outcome and n)
-            detail = ", ".join(f"{r}: {n}" for r, n in reasons)
+            detail = self._reasons(outcome)
             parts.append(f"{self.total(outcome)} {outcome}" + (f" ({detail})" if detail else ""))
         text = ", ".join(parts) + f" in {self.seconds:.2f} s"
         if self.lost_by_unit:
