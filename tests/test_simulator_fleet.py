@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -29,6 +30,21 @@ def test_soak_with_faults_loses_nothing(tmp_path, uwsgi_server):
     # A new card has an empty updates/ and pulls the update again.
     assert result.lost_states > 0 and result.swaps > 0 and result.updates >= 1
     assert list(uwsgi_server.remote_data.glob("*/superseded/*/data/readings/readings-0001.tsv"))
+
+
+def test_every_unit_s_readings_reach_the_database_whatever_its_firmware(tmp_path, uwsgi_server):
+    fleet = Fleet(soak_config(uwsgi_server, tmp_path, faults=0.0, lose_state_rate=0,
+                              swap_rate=0, units=4))
+    assert fleet.run().passed
+    assert main(["import", "--data-dir", str(uwsgi_server.remote_data), "--db-dir",
+                 str(tmp_path / "db")]) == 0
+    conn = sqlite3.connect(tmp_path / "db" / "db.sqlite3")
+    rows = dict(conn.execute("SELECT unit_id, count(raw_led_signal) FROM co2_readings "
+                             "GROUP BY unit_id"))
+    assert sorted(rows) == sorted(u.hw_id for u in fleet.units)
+    for unit in fleet.units:  # half the fleet is on firmware that writes the raw values
+        assert (rows[unit.hw_id] > 0) == unit.writes_raw_values
+    assert sum(u.writes_raw_values for u in fleet.units) == 2
 
 
 def test_soak_survives_a_sigkill_of_the_server(tmp_path, uwsgi_server):

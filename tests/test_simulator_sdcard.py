@@ -112,3 +112,14 @@ def test_irregularities_parse_rates_and_refuse_unknown_names():
     assert Irregularities.parse("glitch=0.5, none=0").glitch == 0.5
     with pytest.raises(ValueError, match="unknown irregularity"):
         Irregularities.parse("gremlins=1")
+
+
+def test_current_firmware_writes_21_fields_and_none_when_the_raw_read_failed(card):
+    card.measure(random.Random(5), DAY, DAY + timedelta(days=1), Irregularities(
+        glitch=0, none=0.3, lost_clock=0, nonprinting=0, temp85=0, test_lines=0), raw=True)
+    rows = [line.split(b"\t") for n in card.files(READINGS_DIR)
+            for line in (card.root / READINGS_DIR / n).read_bytes().splitlines()]
+    assert len(rows) == 48 and {len(r) for r in rows} == {21}
+    raws = [r[16:] for r in rows]
+    assert [b"None"] * 5 in raws  # the whole multi-field read failed
+    assert all(v.isdigit() for r in raws if r != [b"None"] * 5 for v in r)

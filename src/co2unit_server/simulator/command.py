@@ -54,6 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="NAME=RATE,...", help="override data irregularity rates "
                    "(glitch, none, lost_clock, nonprinting, temp85, test_lines, warning, "
                    "exception, tuple_date)")
+    p.add_argument("--raw-share", type=float, default=0.5, metavar="SHARE",
+                   help="share of units on firmware from 2020-01-14 on, which writes 21-field "
+                   "readings rows (default: %(default)s)")
     p.add_argument("--nickname-update", action="append", default=[], metavar="UNIT:DAY:NICK",
                    help="on DAY, offer unit number UNIT an update setting its nickname "
                    "(needs --remote-data)")
@@ -75,7 +78,7 @@ def config_from_args(args: argparse.Namespace) -> FleetConfig:
         workdir=args.workdir, concurrency=args.concurrency, budget_s=args.budget,
         timeout=args.timeout, attempts=args.attempts, rotate_bytes=args.rotate_bytes,
         lose_state_rate=args.lose_state, swap_rate=args.new_card,
-        irregularities=args.irregularities, drain=args.drain,
+        irregularities=args.irregularities, drain=args.drain, raw_share=args.raw_share,
         nickname_updates=[parse_nickname_update(t) for t in args.nickname_update])
 
 

@@ -52,6 +52,7 @@ class FleetConfig:
     start: datetime = datetime(2026, 1, 1)
     drain: bool = True                # after the days, cycle without faults until all pushed
     nickname_updates: list[tuple[int, int, str]] = field(default_factory=list)  # unit, day, nick
+    raw_share: float = 0.5            # units on firmware writing 21-field rows (2020-01-14 on)
     on_cycle: Callable[[int], None] | None = None  # called with the count of finished cycles
 
 
@@ -95,6 +96,12 @@ class SimUnit:
     def card(self) -> SdCard:
         return self.unit.card
 
+    @property
+    def writes_raw_values(self) -> bool:
+        """True for the share of units on current firmware, spread evenly over the fleet."""
+        share = self.cfg.raw_share
+        return (self.index + 1) * share // 1 > self.index * share // 1
+
     def _format_card(self, nickname: str | None) -> SdCard:
         path = self.base / self.hw_id / f"card-{len(self.cards):03d}"
         card = SdCard(path, self.cfg.rotate_bytes)
@@ -113,7 +120,8 @@ class SimUnit:
         elif self.rng.random() < self.cfg.lose_state_rate:
             self.card.lose_state()
             self.lost_states += 1
-        self.card.measure(self.rng, day, day + timedelta(days=1), self.cfg.irregularities)
+        self.card.measure(self.rng, day, day + timedelta(days=1), self.cfg.irregularities,
+                          self.writes_raw_values)
         self.card.log_day(self.rng, day, self.cfg.irregularities)
 
     def cycle(self, now: datetime) -> CycleStats:

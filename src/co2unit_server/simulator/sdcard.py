@@ -83,9 +83,18 @@ def traceback_lines(rng: random.Random, error: str) -> list[str]:
             + [error])
 
 
+def raw_values(rng: random.Random, co2: int, irr: Irregularities) -> list[Any]:
+    """The ExplorIR raw read (Z, d, o, h, v) of firmware from 2020-01-14 on; None if it failed."""
+    if rng.random() < irr.none:
+        return [None] * 5
+    return [co2 // 10, rng.randint(30000, 36000), rng.randint(26000, 30000), 32626,
+            rng.randint(1000, 1200)]
+
+
 def reading_line(rng: random.Random, hw_id: str, nickname: str | None, ts: datetime,
-                 flashes: int, irr: Irregularities) -> bytes:
-    """One measurement in the unit format: 16 tab-separated fields, irregularities included."""
+                 flashes: int, irr: Irregularities, raw: bool = False) -> bytes:
+    """One measurement in the unit format: 16 tab-separated fields (21 with `raw`), irregularities
+    included."""
     if rng.random() < irr.lost_clock:
         ts = LOST_CLOCK + timedelta(seconds=rng.randint(0, 3600))
     temp = 85.0 if rng.random() < irr.temp85 else round(rng.uniform(-5, 25) * 16) / 16
@@ -96,6 +105,8 @@ def reading_line(rng: random.Random, hw_id: str, nickname: str | None, ts: datet
     values: list[Any] = [temp, flashes, *co2]
     if rng.random() < irr.none:
         values[rng.randrange(len(values))] = None
+    if raw:
+        values += raw_values(rng, base, irr)
     text = "\t".join([hw_id, str(nickname), ts.strftime("%Y-%m-%d"), ts.strftime("%H:%M:%S"),
                       *map(str, values)])
     line = text.encode("utf-8")
@@ -181,15 +192,16 @@ class SdCard:
         self.append(ERRORS_DIR, entry)
 
     def measure(self, rng: random.Random, start: datetime, end: datetime,
-                irr: Irregularities) -> int:
-        """Append a reading every 30 minutes in [start, end); returns how many."""
+                irr: Irregularities, raw: bool = False) -> int:
+        """Append a reading every 30 minutes in [start, end) (21 fields with `raw`); returns how
+        many."""
         ts, count = start, 0
         if not self.files(READINGS_DIR) and rng.random() < irr.test_lines:
             self.append(READINGS_DIR, b"test\t1\t2\t3\n" * rng.randint(1, 3))
         while ts < end:
             jitter = timedelta(seconds=rng.randint(5, 15))
             line = reading_line(rng, self.hw_id, self.nickname, ts + jitter,
-                                rng.choice([0, 0, 0, 1, 2]), irr)
+                                rng.choice([0, 0, 0, 1, 2]), irr, raw)
             self.append(READINGS_DIR, line)
             ts += READING_INTERVAL
             count += 1
