@@ -411,3 +411,45 @@ def test_impossible_date_or_time_is_dropped_and_the_build_goes_on(tree, conn, da
     dropped = _log(conn, "readings", "dropped")
     assert dropped.get("unparseable date", 0) + dropped.get("unparseable time", 0) == 1
     import_tree(tree, conn)  # and the next run still works
+
+
+# Damage injected into a mixed fleet, by the reason the importer must give for dropping it.
+INJECTED = {
+    "date before 2011 (clock not set)": lambda f: f[:2] + ["1970-01-01"] + f[3:],
+    "non-printing bytes": lambda f: f[:1] + [f[1] + "\x01"] + f[2:],
+    "wrong field count": lambda f: f[:-1],
+    "unparseable field": lambda f: f[:8] + ["7x0"] + f[9:],
+    "garbled hw_id": lambda f: ["co2unit-ZZZZZZZZZZZZ"] + f[1:],
+    "not a co2unit- line": lambda f: ["test", "1", "2", "3"],
+}
+
+
+def test_a_mixed_fleet_imports_every_well_formed_row_and_counts_each_injected_drop(tmp_path):
+    """Units on old firmware, on new firmware, and one updated mid-file, with known damage."""
+    tree = Tree(tmp_path)
+    units = {"co2unit-161616161616": None, "co2unit-212121212121": 0,
+             "co2unit-5a5a5a5a5a5a": 100}  # hw_id: the row from which it writes 21 fields
+    good = raw = 0
+    for hw, raw_from in units.items():
+        lines = []
+        for i in range(200):
+            day, minute = divmod(i * 30, 24 * 60)
+            fields = reading(HW_A, "n", f"2026-11-{day + 1:02d}", f"{minute // 60:02d}:"
+                             f"{minute % 60:02d}:10", raw=RAW if raw_from is not None
+                             and i >= raw_from else None).split("\t")
+            fields[0] = hw
+            lines.append("\t".join(fields))
+            good += 1
+            raw += len(fields) == 21
+            if i % 40 == 7:  # a damaged copy of the row, one of each reason per unit
+                for damage in INJECTED.values():
+                    lines.append("\t".join(damage(fields)))
+        write(tree.readings(hw), "\n".join(lines) + "\n")
+    conn = open_db(tree)
+    import_tree(tree, conn)
+    assert _rows(conn, "SELECT count(*) FROM co2_readings") == [(good,)]
+    assert _rows(conn, "SELECT count(*) FROM co2_readings WHERE raw_co2_filtered = 45 AND "
+                 "raw_sensor_temp = 1101") == [(raw,)]
+    assert raw == 200 + 100
+    per_unit = 200 // 40
+    assert _log(conn, "readings", "dropped") == {r: per_unit * len(units) for r in INJECTED}
