@@ -9,6 +9,7 @@ is new. The CO2 summary page shows it; researchers can query it.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -204,5 +205,7 @@ def summary_line(rows: list[UnitQuality], warn_share: float) -> str:
 def refresh(conn: sqlite3.Connection, reports: dict[str, StageReport], now: float,
             warn_share: float, out: Callable[[str], None]) -> None:
     """Update data_quality after an import and print the summary line."""
-    update(conn, reports, now)
-    out(summary_line(load(conn), warn_share))
+    started = time.monotonic()
+    updated = update(conn, reports, now)
+    out(f"{summary_line(load(conn), warn_share)}; {updated} units updated in "
+        f"{time.monotonic() - started:.2f} s")
