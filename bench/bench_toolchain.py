@@ -1,5 +1,8 @@
 """Benchmark of the research toolchain on 100 units x 365 days (readings every 30 minutes).
 
+Like a real fleet, part of it runs firmware that writes 21-field rows (the sensor's raw values):
+the odd-numbered units from the start, every tenth unit from half-way (one file holds both).
+
 Generates the data set into a temp dir, then runs `make -C database` as cron would and reports:
 full build from scratch, a re-run with nothing new, a re-run after one unit adds one day, import
 rows/s against the floor (read, str.split and one executemany into the same table in one
@@ -58,7 +61,15 @@ class Rotating:
         self.f.close()
 
 
-def unit_days(data: Path, var: Path, unit: int, first_day: datetime, days: int) -> None:
+def raw_fields_from(unit: int, days: int) -> int | None:
+    """The day from which the unit writes 21 fields (None: always 16)."""
+    if unit % 2:
+        return 0
+    return days // 2 if unit % 10 == 0 else None
+
+
+def unit_days(data: Path, var: Path, unit: int, first_day: datetime, days: int,
+              raw_from: int | None = None) -> None:
     """Append `days` days of readings, error entries and pings of one unit."""
     rng = random.Random(unit * 7919 + first_day.toordinal())
     hw, nick = hw_id(unit), f"site-{unit:02d}"
@@ -74,6 +85,9 @@ def unit_days(data: Path, var: Path, unit: int, first_day: datetime, days: int) 
             co2 = base + int(150 * rng.random()) + (slot % 24) * 4
             temp = 8.0 + 6 * rng.random() + (slot // 4) * 0.2
             values = "\t".join(str(co2 + rng.randrange(-8, 9)) for _ in range(10))
+            if raw_from is not None and d >= raw_from:
+                values += (f"\t{co2 // 10}\t{rng.randrange(30000, 36000)}\t"
+                           f"{rng.randrange(26000, 30000)}\t32626\t{1000 + int(temp * 10)}")
             lines.append(f"{hw}\t{nick}\t{date}\t{slot // 2:02d}:{(slot % 2) * 30:02d}:10\t"
                          f"{temp:.4f}\t{rng.randrange(3)}\t{values}\n")
         readings.write("".join(lines))
@@ -89,7 +103,7 @@ def generate(root: Path, units: int, days: int, first_day: datetime) -> None:
     """The data set: pushed files, the server's ping log and the deployment table."""
     data, var = root / "remote_data", root / "var"
     for unit in range(units):
-        unit_days(data, var, unit, first_day, days)
+        unit_days(data, var, unit, first_day, days, raw_fields_from(unit, days))
     rows = ["unit_id\tnickname\tsite\ttier\tstatus\tstart_ts\tend_ts\tnote"]
     for unit in range(units - 5):  # a few units were never deployed
         start = first_day + timedelta(days=unit % 30)
@@ -120,20 +134,21 @@ def floor_rows_per_s(root: Path) -> tuple[int, float, float]:
     conn = db.connect(path)
     db.init_schema(conn)
     files = sorted((root / "remote_data").glob("*/data/readings/*.tsv"))
-    cols = 18
+    columns = ["unit_id", "nickname", "date", "time", "temp", "flash_count",
+               *(f"co2_{i:02d}" for i in range(1, 11)), *db.RAW_COLUMNS, "src_file", "src_line"]
+    no_raw = (None,) * len(db.RAW_COLUMNS)
 
     def rows():
         for file_id, f in enumerate(files):
             with open(f, encoding="utf-8") as fh:
                 for n, line in enumerate(fh, 1):
-                    yield (*line[:-1].split("\t"), file_id, n)
+                    fields = line[:-1].split("\t")
+                    yield (*fields, *(no_raw if len(fields) == 16 else ()), file_id, n)
 
     start = time.monotonic()
     conn.execute("BEGIN")
-    cur = conn.executemany("INSERT INTO co2_readings (unit_id, nickname, date, time, temp, "
-                           "flash_count, co2_01, co2_02, co2_03, co2_04, co2_05, co2_06, co2_07, "
-                           "co2_08, co2_09, co2_10, src_file, src_line) VALUES ("
-                           + ", ".join("?" * cols) + ")", rows())
+    cur = conn.executemany(f"INSERT INTO co2_readings ({', '.join(columns)}) VALUES ("
+                           + ", ".join("?" * len(columns)) + ")", rows())
     conn.execute("COMMIT")
     seconds = time.monotonic() - start
     count = cur.rowcount
@@ -163,7 +178,7 @@ def main() -> None:
         imported, bins_s = int(match.group(1)), float(match.group(3))
         import_s = float(match.group(2)) - bins_s
         noop, _ = run_make(root)
-        unit_days(root / "remote_data", root / "var", 0, today, 1)
+        unit_days(root / "remote_data", root / "var", 1, today, 1, 0)
         update, update_output = run_make(root)
         floor_count, floor_s, floor_rate = floor_rows_per_s(root)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
