@@ -128,6 +128,8 @@ def test_co2_page_has_a_data_quality_row_per_unit_with_lossy_units_marked(tree):
         summaries.make_page(conn, summaries.CO2_SUMMARY, _pub(tree), NOW, 7, share)
         html = (tree.pub_dir / summaries.CO2_SUMMARY).read_text(encoding="utf-8")
         assert html.count("<tr class=lossy>") == lossy
+        assert ("<p class=alert>1 unit lost more than 1.0% of their readings rows in the "
+                f"import: {HW_A}." in html) == bool(lossy)
     assert "<h2 id=quality>Data quality</h2>" in html
     rows = {row[0]: row for row in _parse(html).rows if row and row[0].startswith("co2unit-")}
     assert sorted(rows) == sorted([HW_A, HW_B, HW_C, HW_D])  # every unit that pushed data

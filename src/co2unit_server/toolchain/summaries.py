@@ -25,7 +25,9 @@ table{border-collapse:collapse;font-size:.85rem}
 th,td{padding:.2rem .5rem;border-bottom:1px solid #ddd}
 th{background:#f2f2f2;text-align:left;position:sticky;top:0}td.n{text-align:right}
 tr.idle td{color:#888}tr.lossy td{background:#fde2e1;color:#8a1c14;font-weight:600}
-.table-wrap{overflow-x:auto}img{max-width:100%;height:auto;border:1px solid #eee}
+.wide{overflow-x:auto}table.quality td:first-child{white-space:nowrap}
+.alert{background:#fde2e1;color:#8a1c14;padding:.5rem .8rem;
+border-left:4px solid #c0392b}img{max-width:100%;height:auto;border:1px solid #eee}
 .note{color:#666;font-size:.85rem}"""
 
 
@@ -134,6 +136,16 @@ _QUALITY_COLUMNS = ("hw_id", "rows imported", "rows dropped", "lost", "dropped b
                     "days deployed", "longest gap (days)", "gap from", "gap to")
 
 
+def quality_alert(rows: list[quality.UnitQuality], warn_share: float) -> str:
+    """A line at the top of the page when some unit lost more than warn_share of its rows."""
+    lossy = [q.unit_id for q in rows if q.lost_share > warn_share]
+    if not lossy:
+        return ""
+    return (f"<p class=alert>{len(lossy)} unit{'s' if len(lossy) > 1 else ''} lost more than "
+            f"{warn_share:.1%} of their readings rows in the import: "
+            f"{escape(', '.join(lossy))}. See <a href='#quality'>Data quality</a>.</p>")
+
+
 def quality_section(rows: list[quality.UnitQuality], warn_share: float) -> str:
     """The data-quality table: one row per unit that pushed anything, lossy units marked."""
     if not rows:
@@ -157,19 +169,19 @@ def quality_section(rows: list[quality.UnitQuality], warn_share: float) -> str:
             "dropped are lines of the unit's readings files the import could not use; days and "
             "gaps count within the unit's deployed periods up to now, or between its first and "
             "last reading if it was never deployed.</p>"
-            f"<table class=quality><thead><tr>{head}</tr></thead><tbody>{''.join(body)}"
-            "</tbody></table>")
+            f"<div class=wide><table class=quality><thead><tr>{head}</tr></thead><tbody>"
+            f"{''.join(body)}</tbody></table></div>")
 
 
 def co2_page(last_import: list[tuple[str, str, str, int]], generated: str,
-             recent_days: float, quality_html: str = "") -> str:
+             recent_days: float, quality_html: str = "", alert_html: str = "") -> str:
     """The CO2 summary: the plots, the data quality per unit, and what the last import did."""
     log_rows = "".join(f"<tr><td>{escape(s)}</td><td>{escape(o)}</td><td>{escape(r)}</td>"
                        f"<td class=n>{n}</td></tr>" for s, o, r, n in last_import)
     log = (f"<h2>Last import</h2><table><thead><tr><th>stage</th><th>outcome</th>"
            f"<th>reason</th><th>lines or rows</th></tr></thead><tbody>{log_rows}</tbody></table>"
            if last_import else "")
-    return _page("CO2 and temperature: summary", generated,
+    return _page("CO2 and temperature: summary", generated, alert_html +
                  "<p class=note>Mean of the ten CO2 readings (ppm) and temperature (°C) per "
                  "deployment group, highest tier on top. Times in UTC.</p>"
                  f'<h2>Last {recent_days:g} days</h2><p><a href="co2_tiered_recent_hires.svg">'
@@ -201,6 +213,7 @@ def make_page(conn: sqlite3.Connection, name: str, pub_dir: Path, now: float,
     if name == PINGS_SUMMARY:
         html = pings_page(unit_summaries(conn, now), generated)
     else:
+        rows = quality.load(conn)
         html = co2_page(last_import(conn), generated, recent_days,
-                        quality_section(quality.load(conn), warn_share))
+                        quality_section(rows, warn_share), quality_alert(rows, warn_share))
     write_atomic(pub_dir / name, html)
