@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from toolchain_fixtures import build_tree, import_tree, open_db
 
 from co2unit_server import create_app
 from co2unit_server.config import Config, load_config
@@ -39,6 +40,16 @@ def server_factory(tmp_path: Path) -> Iterator:
 def uwsgi_server(server_factory) -> ServerProcess:
     """The real server under uWSGI on a free loopback port, with temp data dirs."""
     return server_factory()
+
+
+@pytest.fixture(scope="module")
+def tree_db(tmp_path_factory) -> Path:
+    """The importer's irregular tree (NULLs, glitches, 85.0, raw values, deployments), imported."""
+    tree = build_tree(tmp_path_factory.mktemp("tree"))
+    conn = open_db(tree)
+    import_tree(tree, conn)
+    conn.close()
+    return tree.db_dir
 
 
 @pytest.fixture

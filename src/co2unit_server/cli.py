@@ -11,7 +11,7 @@ from pathlib import Path
 from . import serve
 from .config import ConfigError, describe_settings, load_config
 from .simulator import command as simulate
-from .toolchain import build
+from .toolchain import build, export
 
 DEFAULT_INI = Path("server.ini.example")
 
@@ -76,6 +76,8 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
      build.add_source_arguments, build.run_import_command),
     ("build", "import, then redraw the plots and summary pages whose data changed",
      build.add_build_arguments, build.run_build_command),
+    ("export", "write readings or pings with their deployment as CSV or JSON (UTC, streamed)",
+     export.add_arguments, export.run),
 ]
 
 

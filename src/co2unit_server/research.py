@@ -1,0 +1,167 @@
+"""The CO2 units' data as pandas DataFrames, for researchers.
+
+    from co2unit_server import research
+    df = research.readings("var", units="co2unit-30aea42a50bc", start="2026-11-01",
+                           end="2026-12-01")
+    df.groupby("site")["co2_mean"].resample("1D").mean()
+
+`db` is the database file (db.sqlite3), the directory holding it (the toolchain's DB_DIR,
+e.g. `var/`), or an open `sqlite3.Connection`. Files are opened read-only: nothing here can
+change the database. A missing file raises `DatabaseNotFoundError` (a `FileNotFoundError`);
+bad arguments raise `ResearchError` (a `ValueError`).
+
+Time: every time is UTC. The index `time` is a tz-aware UTC DatetimeIndex (microsecond
+resolution). `start` and `end` take an ISO 8601 string ('2026-11-01', '2026-11-01T13:00:00',
+with or without 'Z' or an offset such as '+02:00'), a `datetime` or `date` (naive means UTC) or
+a `pandas.Timestamp`; `start` is inclusive, `end` exclusive, None leaves that side open. Rows
+come sorted by unit_id, then time.
+
+Missing values: NULL in the database is missing here, never 0: NaN in float columns, <NA> in the
+integer columns (pandas nullable `Int64`), NaN in text columns (pandas `str`).
+
+Columns of `readings()` (one row per reading the unit took, every 30 minutes by default):
+
+    unit_id              hardware ID, e.g. co2unit-30aea42a50bc
+    nickname             the nickname the unit wrote (missing when none was configured)
+    temp                 temperature in °C; the sensor's fault value 85.0 is NaN
+    flash_count          camera flashes since the last reading (Int64)
+    co2_01 ... co2_10    the ten CO2 values of the reading in ppm, as stored (Int64)
+    co2_mean             mean of those ten in ppm, leaving out missing values and the sensor's
+                         start-up glitches 0 and 200010 ppm, exactly as the plots do; NaN when
+                         none is left
+    raw_co2_filtered     the ExplorIR sensor's raw read (Z, d, o, h, v; Int64), written by
+    raw_led_normalized   firmware from 2020-01-14 on; missing for older 16-field rows and where
+    raw_led_signal       the read failed
+    raw_zero_point
+    raw_sensor_temp
+
+Columns of `pings()` (one row per alive ping the server received):
+
+    unit_id, nickname    as above (nickname: the site_code the unit sent)
+    rssi_raw             the modem's raw signal strength value, as sent (Int64)
+    rssi_dbm             signal strength in dBm (Int64)
+    ber_raw              the modem's raw bit error rate value, as sent (Int64)
+
+Both end with the deployment the row was taken in, from the researchers' deployment table
+(deploy_durations_tiered): a row at time t is in a period when start <= t < end (an empty start
+means since always, an empty end still going); where a unit's periods overlap, the one that
+started latest wins; outside every period these four are missing:
+
+    deployment_nickname  the nickname the deployment table gives the unit
+    site                 the site code, e.g. vj_re_sn_4
+    tier                 the deployment's tier (Int64)
+    status               deployed, en_route or lab_check
+
+`co2unit-server export` writes the same tables as CSV or JSON for R and spreadsheets.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from .toolchain.research_tables import (
+    PINGS,
+    READINGS,
+    DatabaseNotFoundError,
+    ResearchError,
+    Table,
+    TimeLike,
+    batches,
+    connection,
+)
+
+__all__ = ["DatabaseNotFoundError", "ResearchError", "pings", "readings"]
+
+Units = str | Iterable[str] | None
+
+
+def readings(db: str | os.PathLike | sqlite3.Connection, units: Units = None,
+             start: TimeLike = None, end: TimeLike = None) -> pd.DataFrame:
+    """CO2 readings of `units` (a hw_id, several, or None: all) in [start, end), indexed by UTC
+    time; the columns are described in the module's documentation."""
+    return _frame(READINGS, db, units, start, end)
+
+
+def pings(db: str | os.PathLike | sqlite3.Connection, units: Units = None,
+          start: TimeLike = None, end: TimeLike = None) -> pd.DataFrame:
+    """Alive pings of `units` (a hw_id, several, or None: all) in [start, end), indexed by UTC
+    time; the columns are described in the module's documentation."""
+    return _frame(PINGS, db, units, start, end)
+
+
+def _frame(table: Table, db: str | os.PathLike | sqlite3.Connection, units: Units,
+           start: TimeLike, end: TimeLike) -> pd.DataFrame:
+    # Converted batch by batch into arrays: a year of 100 units as Python tuples would take
+    # gigabytes, as arrays a few hundred megabytes.
+    chunks: list[list] = [[] for _ in table.columns]
+    converters = [_CONVERT[c.kind]() for c in table.columns]
+    with connection(db) as conn:
+        for batch in batches(conn, table, units, start, end):
+            columns = zip(*batch, strict=True)
+            for chunk, convert, values in zip(chunks, converters, columns, strict=True):
+                chunk.append(convert(values))
+    data = {c.name: _JOIN[c.kind](chunk) for c, chunk in zip(table.columns, chunks, strict=True)}
+    index = data.pop("time")
+    return pd.DataFrame(data, index=pd.DatetimeIndex(index, name="time"))
+
+
+def _times() -> Callable[[tuple], pd.DatetimeIndex]:
+    return lambda values: pd.to_datetime(values, format="ISO8601", utc=True).as_unit("us")
+
+
+def _ints() -> Callable[[tuple], tuple[np.ndarray, np.ndarray]]:
+    """(values, missing mask) without going through floats."""
+    def convert(values: tuple) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            data = np.fromiter(values, np.int64, len(values))
+            return data, np.zeros(len(values), bool)
+        except TypeError:  # a None among them
+            objects = np.array(values, dtype=object)
+            missing = np.equal(objects, None)
+            return np.where(missing, 0, objects).astype(np.int64), missing
+    return convert
+
+
+def _reals() -> Callable[[tuple], np.ndarray]:
+    return lambda values: np.array(values, dtype=np.float64)  # None becomes NaN
+
+
+def _texts() -> Callable[[tuple], np.ndarray]:
+    # SQLite hands out a new str per row: keep one copy of each (unit ids, nicknames, sites).
+    seen: dict[str, str] = {}
+    return lambda values: np.array([v if v is None else seen.setdefault(v, v) for v in values],
+                                   dtype=object)
+
+
+_CONVERT: dict[str, Callable[[], Callable]] = {
+    "time": _times, "int": _ints, "real": _reals, "text": _texts}
+
+
+def _join_times(chunks: list[pd.DatetimeIndex]) -> pd.DatetimeIndex:
+    if not chunks:
+        return pd.DatetimeIndex([], dtype="datetime64[us, UTC]")
+    return chunks[0].append(chunks[1:])
+
+
+def _join_ints(chunks: list[tuple[np.ndarray, np.ndarray]]) -> pd.api.extensions.ExtensionArray:
+    if not chunks:
+        return pd.array([], dtype="Int64")
+    data, missing = zip(*chunks, strict=True)
+    return pd.arrays.IntegerArray(np.concatenate(data), np.concatenate(missing))
+
+
+def _join_reals(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.array([], dtype=np.float64)
+
+
+def _join_texts(chunks: list[np.ndarray]) -> pd.api.extensions.ExtensionArray:
+    return pd.array(np.concatenate(chunks) if chunks else [], dtype="str")
+
+
+_JOIN: dict[str, Callable[[list], object]] = {
+    "time": _join_times, "int": _join_ints, "real": _join_reals, "text": _join_texts}
