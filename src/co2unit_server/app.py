@@ -8,10 +8,10 @@ from flask import Flask, Response, jsonify, request
 from flask_restful import Api
 from werkzeug.exceptions import HTTPException
 
-from . import pages
 from .config import Config
 from .errors import ApiError, ErrorCode
 from .resources import Alive, PushSequential, Updates
+from .server import pages
 from .services import Services
 
 log = logging.getLogger("co2unit_server")

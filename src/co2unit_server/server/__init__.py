@@ -1,0 +1,1 @@
+"""The uWSGI app: the unit protocol, the admin pages, the fleet view and the API."""
