@@ -10,8 +10,8 @@ from werkzeug.exceptions import HTTPException
 
 from .config import Config
 from .errors import ApiError, ErrorCode
-from .resources import Alive, PushSequential, Updates
 from .server import pages
+from .server.resources import Alive, PushSequential, Updates
 from .services import Services
 
 log = logging.getLogger("co2unit_server")

@@ -10,10 +10,10 @@ from flask import Response, current_app, request
 from flask_restful import Resource
 from werkzeug.exceptions import ClientDisconnected
 
-from .errors import ApiError, ErrorCode
-from .pinglog import Ping
-from .services import Services
-from .validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
+from ..errors import ApiError, ErrorCode
+from ..pinglog import Ping
+from ..services import Services
+from ..validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
 
 log = logging.getLogger(__name__)
 READ_BLOCK = 64 * 1024
