@@ -2,8 +2,8 @@
 
 import os
 
-from .app import create_app
 from .config import load_config
+from .server.app import create_app
 
 # The one place the server process hands its environment to the configuration.
 app = create_app(load_config(os.environ))

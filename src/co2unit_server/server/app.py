@@ -8,11 +8,11 @@ from flask import Flask, Response, jsonify, request
 from flask_restful import Api
 from werkzeug.exceptions import HTTPException
 
-from .config import Config
-from .errors import ApiError, ErrorCode
-from .server import pages
-from .server.resources import Alive, PushSequential, Updates
-from .services import Services
+from ..config import Config
+from ..errors import ApiError, ErrorCode
+from ..services import Services
+from . import pages
+from .resources import Alive, PushSequential, Updates
 
 log = logging.getLogger("co2unit_server")
 
