@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
 import os
 import re
-import sqlite3
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import db
+from .db_writer import BatchWriter
 from .locking import file_lock
 
 log = logging.getLogger(__name__)
@@ -75,104 +71,6 @@ def ping_files(pings_dir: Path) -> list[Path]:
     return [pings_dir / n for n in sorted(names, key=lambda n: int(n[6:-4]))]
 
 
-class PingTable:
-    """Inserts one process's pings into the `pings` table from a thread of its own.
-
-    The TSV line is written before the reply; the row follows within milliseconds, a batch
-    per transaction. Inserting in the request cost a fifth of a ping's CPU and, with every
-    thread of both processes taking SQLite's write lock in turn, the slowest replies. A row
-    that never makes it (database locked, corrupt, process killed) is logged, and is still in
-    the TSV, from which `make` in database/ imports it.
-    """
-
-    def __init__(self, db_path: Path, busy_timeout_ms: int) -> None:
-        self.db_path = db_path
-        self.busy_timeout_ms = busy_timeout_ms
-        # uWSGI loads the app, then forks the workers: each starts its own writer on first
-        # use. This lock is never held in the master, so a fork cannot copy it held.
-        self._start_lock = threading.Lock()
-        self._pid: int | None = None
-        self._fresh_state()
-
-    def _fresh_state(self) -> None:
-        """The queue and connection of one process (a forked child starts with its own)."""
-        self._cond = threading.Condition()
-        self._pending: list[tuple] = []
-        self._submitted = self._done = 0
-        self._conn: tuple[sqlite3.Connection, tuple[int, int]] | None = None
-
-    def submit(self, row: tuple) -> None:
-        """Queue one ping row (as Ping.db_row gives it) for insertion."""
-        if self._pid != os.getpid():
-            self._start()
-        with self._cond:
-            self._pending.append(row)
-            self._submitted += 1
-            self._cond.notify_all()
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every row submitted so far is written or given up; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._done >= self._submitted, timeout)
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._pid == os.getpid():
-                return
-            self._fresh_state()
-            threading.Thread(target=self._run, name="ping-table", daemon=True).start()
-            atexit.register(self.flush, 2.0)
-            self._pid = os.getpid()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._pending)
-                batch, self._pending = self._pending, []
-            self._insert(batch)
-            with self._cond:
-                self._done += len(batch)
-                self._cond.notify_all()
-
-    def _insert(self, batch: list[tuple]) -> None:
-        try:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(INSERT_PING, batch)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except Exception:  # whatever it is, the writer must live on for the next batch
-            units = sorted({row[3] for row in batch})
-            log.exception("%d ping(s) of %s are in the TSV log but not in %s", len(batch),
-                          ", ".join(units), self.db_path)
-            self._close()
-
-    def _close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self._conn[0].close()
-            self._conn = None
-
-    def _connection(self) -> sqlite3.Connection:
-        """The writer's connection, reopened when the database file was replaced."""
-        try:
-            st = self.db_path.stat()
-            identity = (st.st_dev, st.st_ino)
-        except FileNotFoundError:
-            identity = None
-        if self._conn is not None and self._conn[1] == identity:
-            return self._conn[0]
-        self._close()
-        conn = db.connect(self.db_path, self.busy_timeout_ms)
-        db.init_schema(conn)
-        st = self.db_path.stat()
-        self._conn = (conn, (st.st_dev, st.st_ino))
-        return conn
-
-
 class PingLog:
     """Appends pings to the rotating TSV log and hands them on to the `pings` table."""
 
@@ -181,7 +79,10 @@ class PingLog:
         self.pings_dir = pings_dir
         self.rotate_bytes = rotate_bytes
         self.lock_path = lock_path
-        self.table = PingTable(db_path, busy_timeout_ms)
+        # Inserting in the request cost a fifth of a ping's CPU and, with every thread of both
+        # processes taking SQLite's write lock in turn, the slowest replies.
+        self.table = BatchWriter(db_path, busy_timeout_ms, INSERT_PING, "ping",
+                                 "in the TSV log but not in")
         self._current: Path | None = None  # the file this process appends to
 
     def record(self, ping: Ping) -> None:
