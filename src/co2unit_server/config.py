@@ -32,6 +32,24 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw) if raw.strip() else None
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ValueError("must be true or false")
+    return value in ("1", "true", "yes", "on")
+
+
 def _share(raw: str) -> float:
     value = float(raw)
     if not 0.0 <= value <= 1.0:
@@ -83,6 +101,21 @@ class Config:
         2000, _positive_int,
         "How long the ping writer waits for a locked database before giving up on a batch "
         "(the TSV lines are kept).")
+    late_after_hours: float = _setting(
+        26.0, _positive_float,
+        "A unit not pinged for this long is `late` on the fleet page, in the API and for "
+        "`co2unit-server check`.")
+    silent_after_hours: float = _setting(
+        72.0, _positive_float, "A unit not pinged for this long is `silent`.")
+    admin_users_file: Path | None = _setting(
+        None, _optional_path,
+        "File of admin users and salted password hashes (`co2unit-server add-user`); when set, "
+        "`/`, `/fleet`, `/api`, `/metrics` and the status pages need HTTP basic auth. Empty: "
+        "open. The unit endpoints are always open.")
+    known_units_only: bool = _setting(
+        False, _bool,
+        "Refuse pushes and update pulls (403) of hw_ids in no deployment; their pings are "
+        "still recorded and shown as `unknown`.")
     loss_warn_share: float = _setting(
         0.01, _share,
         "Share of a unit's readings rows the import may drop before the CO2 summary page "
@@ -105,6 +138,11 @@ class Config:
     @property
     def locks_dir(self) -> Path:
         return self.var_dir / "locks"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """prometheus_client's multiprocess files (emptied when the server starts)."""
+        return self.var_dir / "metrics"
 
     def validate(self) -> Config:
         """Refuse settings that would make the server unsafe."""

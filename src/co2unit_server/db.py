@@ -27,7 +27,30 @@ CREATE TABLE IF NOT EXISTS pings (
 CREATE UNIQUE INDEX IF NOT EXISTS pings_unit_ts ON pings (unit_id, ping_ts);
 CREATE INDEX IF NOT EXISTS pings_ts ON pings (ping_ts);
 
--- Imported by the research toolchain (co2unit_server.toolchain.importer) from the pushed files.
+-- Every update file the server sent (or began to send) to a unit: delivery tracking.
+CREATE TABLE IF NOT EXISTS update_downloads (
+    ts          TEXT NOT NULL,     -- UTC 'YYYY-MM-DDTHH:MM:SS.ffffff', when the reply ended
+    update_name TEXT NOT NULL,     -- the update directory, e.g. update-2026-11-29a
+    file        TEXT,              -- path below it; NULL for the update's recursive listing
+    unit_id     TEXT NOT NULL,
+    bytes       INTEGER NOT NULL,  -- bytes handed to the connection
+    size        INTEGER NOT NULL,  -- the file's size
+    full        INTEGER NOT NULL   -- 1 when all of it was sent, 0 when cut short
+);
+CREATE INDEX IF NOT EXISTS update_downloads_unit ON update_downloads (unit_id, update_name);
+-- What each unit pushed per UTC day, kept live by the server (the fleet page's figures).
+CREATE TABLE IF NOT EXISTS push_daily (
+    unit_id         TEXT NOT NULL,
+    day             TEXT NOT NULL,     -- 'YYYY-MM-DD' the chunks arrived (UTC)
+    bytes           INTEGER NOT NULL,  -- new bytes stored (a re-sent chunk adds nothing)
+    chunks          INTEGER NOT NULL,  -- chunks acknowledged
+    error_entries   INTEGER NOT NULL,  -- error-log entries (`----- ` headlines) received
+    last_push_ts    TEXT NOT NULL,     -- UTC, the day's last acknowledged chunk
+    last_reading_ts TEXT,              -- 'YYYY-MM-DD HH:MM:SS', the newest reading received
+    PRIMARY KEY (unit_id, day)
+) WITHOUT ROWID;
+
+-- Imported by the research toolchain (co2unit_server.toolchain.importer) from pushed files.
 CREATE TABLE IF NOT EXISTS co2_readings (
     unit_id     TEXT NOT NULL,
     nickname    TEXT,
@@ -163,6 +186,17 @@ def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
 
+
+INSERT_DOWNLOAD = ("INSERT INTO update_downloads (ts, update_name, file, unit_id, bytes, size, "
+                   "full) VALUES (?, ?, ?, ?, ?, ?, ?)")
+# A row per acknowledged chunk: (unit_id, day, bytes, chunks, error_entries, last_push_ts,
+# last_reading_ts), summed into the unit's day.
+UPSERT_PUSH_DAILY = """INSERT INTO push_daily VALUES (?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (unit_id, day) DO UPDATE SET bytes = bytes + excluded.bytes,
+        chunks = chunks + excluded.chunks, error_entries = error_entries + excluded.error_entries,
+        last_push_ts = max(last_push_ts, excluded.last_push_ts),
+        last_reading_ts = nullif(max(ifnull(last_reading_ts, ''),
+                                     ifnull(excluded.last_reading_ts, '')), '')"""
 
 # PRAGMA user_version of a database this code built or upgraded. Version 1 is the layout
 # before versioning (user_version 0 then); each step of _UPGRADES brings one version up.

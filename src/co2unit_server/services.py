@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import db
 from .config import Config
+from .db_writer import BatchWriter
 from .pinglog import PingLog
 from .pushstore import PushStore
 from .updates import UpdateTree
@@ -18,6 +20,8 @@ class Services:
     push_store: PushStore
     pings: PingLog
     updates: UpdateTree
+    downloads: BatchWriter  # rows of update_downloads
+    push_stats: BatchWriter  # rows for push_daily
 
     @classmethod
     def from_config(cls, config: Config) -> Services:
@@ -30,4 +34,9 @@ class Services:
                           config.locks_dir / "pings.lock", config.db_path,
                           config.db_busy_timeout_ms),
             updates=UpdateTree(config.remote_data_dir),
+            downloads=BatchWriter(config.db_path, config.db_busy_timeout_ms, db.INSERT_DOWNLOAD,
+                                  "update download", "logged only, not in"),
+            push_stats=BatchWriter(config.db_path, config.db_busy_timeout_ms,
+                                   db.UPSERT_PUSH_DAILY, "push statistics",
+                                   "lost for the fleet page (the data is stored), not in"),
         )
