@@ -1,11 +1,14 @@
 """Benchmark the unit server against a bare WSGI app under the same uWSGI settings.
 
     .venv/bin/python bench/bench_server.py [--ini server.ini.example] [--rounds 5]
+        [--servers ours,floor,bare]     # or ours,plain: what metrics and the admin login cost
 
 Reports alive pings/s and p99 at 16 concurrent connections, and push throughput for 32 units
 each pushing 256 KB in 4 KB chunks (verified byte-identical on our server), with our/bare ratios.
 A third server, the stack's floor (bench/floor_app.py: Flask-RESTful that only stores each chunk
 with an fdatasync), shows what the chosen stack and an fsync per chunk cost by themselves.
+`ours` runs with its metrics and an admin login (admin_users_file) on; `plain` is the same app
+without either (bench/plain_app.py), so ours/plain is what they cost the units' requests.
 The servers run side by side and are measured in alternating rounds, so that the noise of a
 shared machine hits all alike; the figures are the medians over the rounds.
 Loopback only; every loop is bounded by its request count.
@@ -25,11 +28,18 @@ from pathlib import Path
 from loadgen import LoadResult, Request, run_lanes
 
 from co2unit_server.launcher import ServerProcess
+from co2unit_server.users import add_user
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 CHUNK = 4096
 PING_CONNECTIONS = 16
+SERVERS = ("ours", "plain", "floor", "bare")
+# (numerator, denominator, what it shows), printed for the pairs that were run.
+RATIOS = (("ours", "bare", "ours/bare"), ("floor", "bare", "floor/bare"),
+          ("ours", "floor", "ours/floor"), ("ours", "plain", "metrics+login: ours/plain"))
+TARGETS = {"ping": "pings/s, target >= 0.25x bare, >= 0.90x plain",
+           "push": "push chunks/s, target >= 0.45x bare, >= 0.90x plain, every chunk fsynced"}
 
 
 def unit_id(i: int) -> str:
@@ -78,13 +88,35 @@ def ratio(ours: list[LoadResult], bare: list[LoadResult]) -> tuple[float, float,
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
+def server_cpu_s(server: ServerProcess) -> float:
+    """CPU seconds used so far by every process of the server (its own session, on Linux)."""
+    total_ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # After the ")" ending the command name: state, ppid, pgrp, session, ... utime, stime.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        if int(fields[3]) == server.proc.pid:
+            total_ticks += int(fields[11]) + int(fields[12])
+    return total_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def low_high(ours: list[LoadResult], other: list[LoadResult]) -> str:
+    """The median ratio with its per-round range, as printed."""
+    median, low, high = ratio(ours, other)
+    return f"{median:.2f}x ({low:.2f}-{high:.2f})"
+
+
 def server_args(name: str, tuning: list[str], base: Path) -> tuple[list[str], dict[str, str]]:
     """uWSGI overrides and environment for one of the compared servers."""
     if name == "ours":
-        return tuning, {}
+        users = base / "admin-users"
+        add_user(users, "bench", "bench-password")
+        return tuning, {"CO2UNIT_ADMIN_USERS_FILE": str(users)}
     args = tuning + ["--uwsgi-option", f"module={name}_app:application",
                      "--uwsgi-option", f"pythonpath={BENCH_DIR}"]
-    if name == "bare":
+    if name in ("bare", "plain"):
         return args, {}
     store = base / "floor_store"
     store.mkdir(parents=True)
@@ -100,11 +132,17 @@ def main() -> int:
     parser.add_argument("--file-kb", type=int, default=256)
     parser.add_argument("--uwsgi-option", action="append", default=[], metavar="KEY=VALUE",
                         help="override an option of the ini for every server (repeatable)")
+    parser.add_argument("--servers", default="ours,floor,bare",
+                        help=f"comma-separated, of {', '.join(SERVERS)} (default: %(default)s)")
     args = parser.parse_args()
     tuning = [arg for option in args.uwsgi_option for arg in ("--uwsgi-option", option)]
     ini = Path(args.ini)
-    names = ("ours", "floor", "bare")
+    names = tuple(name for name in args.servers.split(",") if name)
+    if not names or not set(names) <= set(SERVERS):
+        parser.error(f"--servers takes names of {', '.join(SERVERS)}")
     results: dict[tuple[str, str], list[LoadResult]] = {}
+    # Server CPU per request: steadier than req/s on a machine that others use too.
+    cpu_us: dict[tuple[str, str], list[float]] = {}
     identical = True
 
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
@@ -115,16 +153,19 @@ def main() -> int:
                 ServerProcess(Path(tmp) / name, ini, env=env, extra_args=extra))
         for round_no in range(args.rounds):
             # Rotate who goes first, so none always runs on a warmer (or busier) machine.
-            order = names[round_no % 3:] + names[:round_no % 3]
+            order = names[round_no % len(names):] + names[:round_no % len(names)]
             for kind in ("ping", "push"):
                 files = push_files(round_no, args.units, args.file_kb)
                 for name in order:
                     server = servers[name]
                     lanes = (ping_lanes(args.pings, PING_CONNECTIONS) if kind == "ping"
                              else push_lanes(files))
+                    cpu_before = server_cpu_s(server)
                     result = run_lanes(server.host, server.port, lanes)
                     results.setdefault((name, kind), []).append(result)
-                    if kind == "push" and name == "ours":
+                    cpu_us.setdefault((name, kind), []).append(
+                        (server_cpu_s(server) - cpu_before) / result.requests * 1e6)
+                    if kind == "push" and name in ("ours", "plain"):
                         identical = identical and verify(server, files)
 
     print(f"uWSGI settings from {ini} {' '.join(args.uwsgi_option)}; {args.rounds} rounds, "
@@ -132,17 +173,16 @@ def main() -> int:
           f"x {args.file_kb} KB in {CHUNK}-byte chunks; medians over the rounds")
     for kind in ("ping", "push"):
         for name in reversed(names):
-            print(describe(f"{name} {kind}", results[name, kind]))
-    for kind, target in (("ping", "pings/s, target >= 0.25x"),
-                         ("push", "push chunks/s, target >= 0.45x, every chunk fsynced")):
-        vs_bare = ratio(results["ours", kind], results["bare", kind])
-        vs_floor = ratio(results["ours", kind], results["floor", kind])
-        floor_bare = ratio(results["floor", kind], results["bare", kind])
-        print(f"{target}: ours/bare {vs_bare[0]:.2f}x ({vs_bare[1]:.2f}-{vs_bare[2]:.2f}); "
-              f"floor/bare {floor_bare[0]:.2f}x; ours/floor {vs_floor[0]:.2f}x")
-    ping_p99 = statistics.median(r.percentile_ms(99) for r in results["ours", "ping"])
-    push_p99 = statistics.median(r.percentile_ms(99) for r in results["ours", "push"])
-    print(f"p99 ours: ping {ping_p99:.1f} ms, push {push_p99:.1f} ms (target < 20 ms)")
+            print(describe(f"{name} {kind}", results[name, kind])
+                  + f"  {statistics.median(cpu_us[name, kind]):5.0f} us CPU/req")
+    for kind in ("ping", "push"):
+        shown = [f"{label} {low_high(results[a, kind], results[b, kind])}"
+                 for a, b, label in RATIOS if a in names and b in names]
+        print(f"{TARGETS[kind]}: {'; '.join(shown)}")
+    if "ours" in names:
+        ping_p99 = statistics.median(r.percentile_ms(99) for r in results["ours", "ping"])
+        push_p99 = statistics.median(r.percentile_ms(99) for r in results["ours", "push"])
+        print(f"p99 ours: ping {ping_p99:.1f} ms, push {push_p99:.1f} ms (target < 20 ms)")
     print(f"pushed files byte-identical: {identical}")
     failed = not identical or any(
         status != 200 for key, rounds in results.items() for r in rounds for status in r.statuses)

@@ -133,7 +133,7 @@ def test_internal_errors_are_json_not_a_traceback(client, config, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(pushstore.PushStore, "push", broken)
+    monkeypatch.setattr(pushstore.PushStore, "store", broken)
     resp = put(client, PUSH + "?offset=0", b"x")
     assert resp.status_code == 500
     assert resp.get_json()["error"] == "INTERNAL_ERROR"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -28,10 +26,9 @@ from co2unit_server.cli import main
 from co2unit_server.toolchain import quality, summaries
 from co2unit_server.toolchain.plotdata import to_epoch
 
+from conftest import chromium
+
 NOW = to_epoch("2026-11-08 00:00:00")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 
 
 class _Collect(HTMLParser):
@@ -152,17 +149,6 @@ def test_pages_with_no_units(tmp_path):
 def _pub(tree: Tree) -> Path:
     tree.pub_dir.mkdir(parents=True, exist_ok=True)
     return tree.pub_dir
-
-
-def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run headless Chromium; a missing browser fails the test (CI installs it)."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert exe, "chromium is not installed (apt-get install chromium)"
-    profile = tmp_path / "chromium-profile"
-    done = subprocess.run([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
 
 
 def test_generated_pages_render_in_headless_chromium(uwsgi_server, tmp_path):

@@ -35,7 +35,10 @@ def test_recursive_listing_gives_file_paths_relative_to_the_update(tree):
 
 def test_read_file(tree):
     path = tree.resolve(HW_ID, ["updates", "update-2020-01-14a", "flash", "lib", "fileutil.mpy"])
-    assert tree.read(path) == b"update-2020-01-14a/flash/lib/fileutil.mpy"
+    source, size = tree.open_file(path)
+    with source:
+        assert source.read() == b"update-2020-01-14a/flash/lib/fileutil.mpy"
+    assert size == len(b"update-2020-01-14a/flash/lib/fileutil.mpy")
 
 
 @pytest.mark.parametrize("segments", [["updates", "nope"], ["data"], [], ["conf", "x"]])

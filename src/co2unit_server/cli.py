@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import serve
+from . import delivery, fleet_status, serve, update_publish, users
 from .config import ConfigError, describe_settings, load_config
 from .simulator import command as simulate
 from .toolchain import build, export
@@ -24,10 +24,11 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     env = serve.serve_environ(environ, ini, args.remote_data_dir, args.var_dir)
     try:
         # Fail here, with a clear message, rather than in a uWSGI worker.
-        load_config(env)
+        config = load_config(env)
     except ConfigError as exc:
         print(f"co2unit-server serve: {exc}", file=sys.stderr)
         return 2
+    env = serve.metrics_environ(env, config.metrics_dir)
     extra = dict(option.split("=", 1) for option in args.uwsgi_option)
     argv = serve.uwsgi_argv(ini, args.port, args.host, serve.system_somaxconn(), extra)
     print("co2unit-server serve:", " ".join(argv), file=sys.stderr)
@@ -78,6 +79,14 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
      build.add_build_arguments, build.run_build_command),
     ("export", "write readings or pings with their deployment as CSV or JSON (UTC, streamed)",
      export.add_arguments, export.run),
+    ("add-user", "add or replace an admin user (password hashed) in admin_users_file",
+     users.add_arguments, users.run),
+    ("publish-update", "publish a nickname, conf patch or code update to units, atomically",
+     update_publish.add_arguments, update_publish.run),
+    ("updates", "show each unit's updates: published, downloading, delivered, confirmed",
+     delivery.add_arguments, delivery.run),
+    ("check", "check the deployed units for cron or Nagios: exit 0 alive, 1 late, 2 silent, "
+     "3 cannot tell", fleet_status.add_check_arguments, fleet_status.run_check),
 ]
 
 

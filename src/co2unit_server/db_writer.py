@@ -25,16 +25,17 @@ class BatchWriter:
     A request only queues its row; the writer inserts what has queued, a batch per
     transaction, within milliseconds. A batch that cannot be written (database locked,
     corrupt, process killed) is logged with `lost_note` saying where the rows still are.
-    Row element 3 is the unit's hw_id, for that log line.
+    Row element `unit_at` is the unit's hw_id, for that log line.
     """
 
     def __init__(self, db_path: Path, busy_timeout_ms: int, sql: str, what: str,
-                 lost_note: str) -> None:
+                 lost_note: str, unit_at: int = 3) -> None:
         self.db_path = db_path
         self.busy_timeout_ms = busy_timeout_ms
         self.sql = sql
         self.what = what
         self.lost_note = lost_note
+        self.unit_at = unit_at
         # uWSGI loads the app, then forks the workers: each starts its own writer on first
         # use. This lock is never held in the master, so a fork cannot copy it held.
         self._start_lock = threading.Lock()
@@ -92,7 +93,7 @@ class BatchWriter:
                 conn.execute("ROLLBACK")
                 raise
         except Exception:  # whatever it is, the writer must live on for the next batch
-            units = sorted({row[3] for row in batch})
+            units = sorted({row[self.unit_at] for row in batch})
             log.exception("%d %s row(s) of %s are %s %s", len(batch), self.what,
                           ", ".join(units), self.lost_note, self.db_path)
             self._close()

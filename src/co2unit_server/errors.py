@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
@@ -15,7 +16,9 @@ class ErrorCode(Enum):
     BAD_QUERY = (400, "invalid query parameter")
     BAD_CONTENT_LENGTH = (400, "Content-Length must be a non-negative integer")
     INCOMPLETE_BODY = (400, "request body shorter than Content-Length; nothing was written")
+    UNAUTHORIZED = (401, "admin login required (HTTP basic auth)")
     FORBIDDEN_DIR = (403, "this directory cannot be pushed to")
+    UNKNOWN_UNIT = (403, "this unit is in no deployment and the server accepts known units only")
     NOT_FOUND = (404, "no such resource")
     LENGTH_REQUIRED = (411, "Content-Length is required")
     BODY_TOO_LARGE = (413, "request body larger than allowed")
@@ -34,12 +37,14 @@ class ErrorCode(Enum):
 
 
 class ApiError(Exception):
-    """An error answered as JSON {"error": CODE, "message": ..., **extra}."""
+    """An error answered as JSON {"error": CODE, "message": ..., **extra}, plus `headers`."""
 
-    def __init__(self, code: ErrorCode, message: str | None = None, **extra: Any) -> None:
+    def __init__(self, code: ErrorCode, message: str | None = None, *,
+                 headers: Mapping[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message or code.default_message)
         self.code = code
         self.message = message or code.default_message
+        self.headers = dict(headers or {})
         self.extra = extra
 
     @property

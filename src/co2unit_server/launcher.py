@@ -56,7 +56,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"uWSGI exited: {self.log_path.read_text()[-3000:]}")
             try:
-                if self.request("GET", "/").status == 200:
+                # 401: the index is up, behind the admin login (admin_users_file).
+                if self.request("GET", "/").status in (200, 401):
                     return self
             except OSError:
                 time.sleep(0.1)

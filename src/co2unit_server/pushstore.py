@@ -42,6 +42,28 @@ class Ack:
         return [self.name, self.size, self.size]
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What one push added to its file, for the push statistics."""
+
+    path: str
+    start: int  # where the new bytes begin in the file
+    new: bytes  # empty for a re-sent chunk
+
+    def before(self, n: int) -> bytes:
+        """Up to `n` stored bytes just before the new ones (fewer at the file's start).
+
+        Read on demand, after the push: bytes before `start` never change (appends only).
+        """
+        first = max(0, self.start - n)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(first)
+                return f.read(self.start - first)
+        except OSError:  # moved aside to superseded/ since: no context
+            return b""
+
+
 def fsync_dir(path: str | Path) -> None:
     """Make a directory's entries (a new file, a rename) survive a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -106,6 +128,11 @@ class PushStore:
 
     def push(self, hw_id: str, segments: Sequence[str], offset: int, data: bytes) -> Ack:
         """Store `data` at `offset` of the file and return the directory's ack."""
+        return self.store(hw_id, segments, offset, data)[0]
+
+    def store(self, hw_id: str, segments: Sequence[str], offset: int,
+              data: bytes) -> tuple[Ack, Stored]:
+        """push(), also saying which bytes were new to the file."""
         self.check_pushable(segments)
         *dir_segments, name = segments
         if offset + len(data) > self.max_file_bytes:
@@ -127,7 +154,7 @@ class PushStore:
             if new_bytes:
                 self._write(path, size, new_bytes)
             pushed = Ack(name, size + len(new_bytes))
-            return self._last_file(directory, pushed) or pushed
+            return (self._last_file(directory, pushed) or pushed), Stored(path, size, new_bytes)
 
     def _skipped(self, directory: str, name: str, size: int, offset: int) -> ApiError:
         """A 416 whose ack_file is where the unit must resume."""

@@ -15,6 +15,8 @@ from pathlib import Path
 from .config import CONFIG_FILE_ENV, env_name
 
 SOMAXCONN_PATH = Path("/proc/sys/net/core/somaxconn")
+# prometheus_client reads it when first imported: each worker then counts in files there.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def read_uwsgi_section(ini_path: Path) -> list[tuple[str, str]]:
@@ -90,6 +92,17 @@ def serve_environ(
     if var_dir:
         env[env_name("var_dir")] = str(Path(var_dir).resolve())
     return env
+
+
+def metrics_environ(env: Mapping[str, str], metrics_dir: Path) -> dict[str, str]:
+    """Empty (or create) the metrics directory and point the workers' prometheus_client at it."""
+    path = metrics_dir.resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    # An earlier run's files would be summed for ever: start from zero, as a restart does.
+    # Only prometheus_client's own files are removed, whatever else the directory holds.
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return {**env, METRICS_DIR_ENV: str(path)}
 
 
 def exec_uwsgi(argv: list[str], env: dict[str, str]) -> None:

@@ -38,5 +38,6 @@ class Services:
                                   "update download", "logged only, not in"),
             push_stats=BatchWriter(config.db_path, config.db_busy_timeout_ms,
                                    db.UPSERT_PUSH_DAILY, "push statistics",
-                                   "lost for the fleet page (the data is stored), not in"),
+                                   "lost for the fleet page (the data is stored), not in",
+                                   unit_at=0),
         )

@@ -11,7 +11,8 @@ from werkzeug.exceptions import HTTPException
 from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..services import Services
-from . import pages
+from . import auth, fleet_pages, metrics, pages
+from .api import bp as api_bp
 from .resources import Alive, PushSequential, Updates
 
 log = logging.getLogger("co2unit_server")
@@ -34,6 +35,8 @@ def error_response(exc: Exception) -> Response:
                     status, body["error"], body["message"])
     resp = jsonify(body)
     resp.status_code = status
+    if isinstance(exc, ApiError):
+        resp.headers.update(exc.headers)  # e.g. a 401's WWW-Authenticate
     return resp
 
 
@@ -52,8 +55,11 @@ def _configure_logging(level: str) -> None:
     log.setLevel(level)
 
 
-def create_app(config: Config | None = None) -> Flask:
-    """Build the server app for `config` (defaults when None)."""
+def create_app(config: Config | None = None, *, with_metrics: bool = True) -> Flask:
+    """Build the server app for `config` (defaults when None).
+
+    `with_metrics=False` leaves out the metrics hooks: only for the benchmark's comparison.
+    """
     config = config or Config()
     _configure_logging(config.log_level)
     app = Flask(__name__)
@@ -65,11 +71,17 @@ def create_app(config: Config | None = None) -> Flask:
     for directory in (config.var_dir, config.pings_dir, config.locks_dir):
         directory.mkdir(parents=True, exist_ok=True)
     app.extensions["co2unit"] = Services.from_config(config)
+    # Metrics first: their timer then covers the access checks too.
+    if with_metrics:
+        metrics.init_app(app, config)
+    auth.init_app(app, config)
 
     api = UnitApi(app)
     api.add_resource(Alive, "/ou/<hw_id>/alive")
     api.add_resource(PushSequential, "/ou/<hw_id>/push-sequential/<path:path>")
     api.add_resource(Updates, "/ou/<hw_id>/updates", "/ou/<hw_id>/updates/<path:path>")
     app.register_blueprint(pages.bp)
+    app.register_blueprint(fleet_pages.bp)
+    app.register_blueprint(api_bp)
     app.register_error_handler(Exception, error_response)
     return app

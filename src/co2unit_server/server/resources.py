@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 
 from flask import Response, current_app, request
 from flask_restful import Resource
 from werkzeug.exceptions import ClientDisconnected
 
+from .. import push_stats
 from ..errors import ApiError, ErrorCode
 from ..pinglog import Ping
 from ..services import Services
 from ..validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
+from . import downloads
 
 log = logging.getLogger(__name__)
 READ_BLOCK = 64 * 1024
-# Oversized bodies up to this size are read and dropped; uWSGI's limit-post cuts larger ones.
-DRAIN_LIMIT = 1024 * 1024
+# An oversized body is read and dropped before its 413 goes out, up to this many bytes or
+# seconds, whichever comes first: a reply while the client is still sending ends in a reset
+# that discards the reply. uWSGI's limit-post (server.ini.example) must stay above it.
+DRAIN_MAX_BYTES = 16 * 1024 * 1024
+DRAIN_MAX_S = 10.0
 
 
 def json_reply(body: object) -> Response:
@@ -71,7 +77,8 @@ class PushSequential(Resource):
         svc.push_store.check_pushable(segments)
         offset = parse_offset(request.args.get("offset"))
         data = read_body(svc.config.max_body_bytes)
-        ack = svc.push_store.push(hw_id, segments, offset, data)
+        ack, stored = svc.push_store.store(hw_id, segments, offset, data)
+        push_stats.record(svc.push_stats, hw_id, segments, stored)
         return json_reply({"ack_file": ack.as_json()})
 
 
@@ -86,8 +93,7 @@ def read_body(max_bytes: int) -> bytes:
                        "non-negative integer")
     length = int(raw_length)
     if length > max_bytes:
-        # Read (and drop) what was sent, so the client sees the 413 and not a reset.
-        _read_exactly(min(length, DRAIN_LIMIT))
+        _drain(length)
         raise ApiError(ErrorCode.BODY_TOO_LARGE,
                        f"body of {length} bytes is over the limit of {max_bytes}")
     body = _read_exactly(length)
@@ -116,15 +122,43 @@ def _read_exactly(length: int) -> bytes:
     return b"".join(chunks)
 
 
+def _drain(length: int) -> None:
+    """Read and drop up to `length` body bytes, within DRAIN_MAX_BYTES and DRAIN_MAX_S."""
+    stream = request.environ["wsgi.input"]
+    deadline = time.monotonic() + DRAIN_MAX_S
+    remaining = min(length, DRAIN_MAX_BYTES)
+    try:
+        # Checked between reads: a stalled read is ended by uWSGI's socket-timeout.
+        while remaining and time.monotonic() < deadline:
+            chunk = stream.read(min(remaining, READ_BLOCK))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    except (OSError, ClientDisconnected):
+        pass  # the client went away: nobody is left to read the 413
+    if length > DRAIN_MAX_BYTES or remaining:
+        log.warning("oversized body of %s: %d of %d bytes drained before the 413", request.path,
+                    min(length, DRAIN_MAX_BYTES) - remaining, length)
+
+
 class Updates(Resource):
     def get(self, hw_id: str, path: str = ""):
         """List the updates tree (recursive or not) or send one of its files."""
         hw_id = checked_hw_id(hw_id)
         segments = ["updates", *split_path(path)] if path else ["updates"]
         recursive = parse_bool("recursive", request.args.get("recursive"), default=False)
-        tree = services().updates
+        svc = services()
+        tree = svc.updates
         target = tree.resolve(hw_id, segments)
         if target.is_dir():
-            return json_reply(tree.listing(target, recursive))
-        # Bytes with a Content-Length, never streamed: a unit installs whatever it received.
-        return Response(tree.read(target), mimetype="application/octet-stream")
+            reply = json_reply(tree.listing(target, recursive))
+            if not (recursive and len(segments) == 2):
+                return reply
+            # An update's file list: the unit is downloading it (delivery tracking).
+            return downloads.tracked_bytes(
+                reply, downloads.recorder(svc.downloads, hw_id, segments[1], None))
+        # In pieces with a Content-Length, never chunked: a unit installs whatever it received.
+        source, size = tree.open_file(target)
+        record = (downloads.recorder(svc.downloads, hw_id, segments[1], "/".join(segments[2:]))
+                  if len(segments) > 2 else None)
+        return downloads.tracked_reply(source, size, "application/octet-stream", record)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..unitclient import request
+from ..update_publish import UpdateContent, publish
 from .proxy import FaultProxy
 from .sdcard import COMM_WAKE, PUSH_DIRS, ROTATE_BYTES, Irregularities, SdCard
 from .unit import BUDGET_S, TIMEOUT_S, CycleStats, Unit
@@ -68,13 +69,9 @@ def nickname_for(index: int) -> str:
 
 
 def place_update(remote_data: Path, hw_id: str, name: str, nickname: str) -> Path:
-    """Put a conf-patch setting a new nickname where the server offers it to the unit."""
-    patch = remote_data / hw_id / "updates" / name / "conf-patch"
-    tmp = patch.parent.parent / f".{name}.tmp"  # hidden until complete: never offered half-made
-    (tmp / "conf-patch").mkdir(parents=True, exist_ok=True)
-    (tmp / "conf-patch" / "ou-id.json").write_text(f'{{"site_code": "{nickname}"}}\n')
-    tmp.rename(patch.parent)
-    return patch / "ou-id.json"
+    """Publish a conf-patch setting a new nickname, as `co2unit-server publish-update` does."""
+    plan = publish(remote_data, [hw_id], UpdateContent(nickname=nickname), name=name)
+    return plan.target(hw_id) / "conf-patch" / "ou-id.json"
 
 
 class SimUnit:

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         with connection(args.db_dir) as conn:
             rows = batches(conn, table, units, args.start, args.end, encoding=args.format)
             with _output(args.out) as out:
-                WRITERS[args.format](out, table, rows)
+                write_texts(out, table, rows, args.format)
     except ResearchError as exc:
         return _fail(str(exc), 2)
     except BrokenPipeError:
@@ -116,25 +116,35 @@ def _stdout() -> Iterator[TextIO]:
         out.detach()
 
 
-def write_csv(out: TextIO, table: Table, rows: Iterator[list[tuple]]) -> None:
-    """A header row, then a line per row; NULL is an empty cell."""
+def csv_texts(table: Table, rows: Iterator[list[tuple]]) -> Iterator[str]:
+    """A header row, then a text of lines per batch; NULL is an empty cell."""
     template = table.line_template("csv") + "\n"
-    with _in_background(out) as write:
-        write(",".join(table.names) + "\n")
-        for batch in rows:
-            write("".join([template % row for row in batch]))
+    yield ",".join(table.names) + "\n"
+    for batch in rows:
+        yield "".join([template % row for row in batch])
 
 
-def write_json(out: TextIO, table: Table, rows: Iterator[list[tuple]]) -> None:
-    """A JSON array with one object per line."""
+def json_texts(table: Table, rows: Iterator[list[tuple]]) -> Iterator[str]:
+    """A JSON array with one object per line, a text per batch."""
     template = table.line_template("json")
+    yield "["
+    separator = "\n"
+    for batch in rows:
+        yield separator + ",\n".join([template % row for row in batch])
+        separator = ",\n"
+    yield "\n]\n"
+
+
+# The texts of each format, for a file here and for the server's streamed responses.
+TEXTS: dict[str, Callable[[Table, Iterator[list[tuple]]], Iterator[str]]] = {
+    "csv": csv_texts, "json": json_texts}
+
+
+def write_texts(out: TextIO, table: Table, rows: Iterator[list[tuple]], fmt: str) -> None:
+    """Write the table in format `fmt` to `out`."""
     with _in_background(out) as write:
-        write("[")
-        separator = "\n"
-        for batch in rows:
-            write(separator + ",\n".join([template % row for row in batch]))
-            separator = ",\n"
-        write("\n]\n")
+        for text in TEXTS[fmt](table, rows):
+            write(text)
 
 
 QUEUED_BATCHES = 4  # texts waiting for the writer thread: bounds the memory
@@ -173,5 +183,3 @@ def _in_background(out: TextIO) -> Iterator[Callable[[str], None]]:
     if failed:
         raise failed[0]
 
-
-WRITERS = {"csv": write_csv, "json": write_json}

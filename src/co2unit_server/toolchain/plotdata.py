@@ -84,6 +84,11 @@ def ping_units(conn: sqlite3.Connection) -> list[str]:
     return _distinct_units(conn, "pings")
 
 
+def push_units(conn: sqlite3.Connection) -> list[str]:
+    """Units in the server's push_daily statistics."""
+    return _distinct_units(conn, "push_daily")
+
+
 def periods(conn: sqlite3.Connection) -> list[Period]:
     rows = conn.execute("SELECT unit_id, nickname, site, tier, status, start_ts, end_ts "
                         "FROM deploy_durations_tiered ORDER BY start_ts, unit_id")

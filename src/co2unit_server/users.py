@@ -1,0 +1,143 @@
+"""The admin users file: salted scrypt hashes, atomic writes, `co2unit-server add-user`.
+
+One line per user, `name:scrypt$n=16384,r=8,p=5$<salt>$<hash>` (salt and hash in base64);
+blank lines and `#` comments are allowed. The server reads it (server/auth.py) whenever it
+changes. Kept free of Flask: the command line loads this without the web stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import getpass
+import hashlib
+import hmac
+import os
+import secrets
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from .config import load_config
+from .pushstore import fsync_dir
+
+SCHEME = "scrypt"
+# OWASP's scrypt minimum at 16 MiB of memory (N=2^14, r=8, p=5): about 0.2 s per check.
+SCRYPT_PARAMS = {"n": 2**14, "r": 8, "p": 5}
+SALT_BYTES = 16
+HASH_BYTES = 32
+# Admins' file, trusted, but a typo in it must not ask for gigabytes.
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+
+
+# --- password hashes -------------------------------------------------------------------------
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _scrypt(password: str, salt: bytes, params: Mapping[str, int]) -> bytes:
+    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=params["n"], r=params["r"],
+                          p=params["p"], maxmem=MAX_SCRYPT_MEMORY, dklen=HASH_BYTES)
+
+
+def hash_password(password: str) -> str:
+    """`scrypt$n=…,r=…,p=…$salt$hash` for a password, with a fresh random salt."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    params = ",".join(f"{k}={v}" for k, v in SCRYPT_PARAMS.items())
+    return f"{SCHEME}${params}${_b64(salt)}${_b64(_scrypt(password, salt, SCRYPT_PARAMS))}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Whether `password` matches a stored hash (compared in constant time)."""
+    try:
+        scheme, raw_params, salt, expected = stored.split("$")
+        params = {k: int(v) for k, v in (item.split("=") for item in raw_params.split(","))}
+        if scheme != SCHEME or set(params) != set(SCRYPT_PARAMS):
+            return False
+        digest = _scrypt(password, base64.b64decode(salt, validate=True), params)
+        return hmac.compare_digest(digest, base64.b64decode(expected, validate=True))
+    except (ValueError, binascii.Error):
+        return False
+
+
+# --- the users file --------------------------------------------------------------------------
+
+def parse_users(text: str) -> dict[str, str]:
+    """{name: stored hash} of a users file; blank lines and `#` comments are skipped."""
+    users = {}
+    for line in text.splitlines():
+        name, sep, stored = line.strip().partition(":")
+        if sep and name and not name.startswith("#"):
+            users[name] = stored
+    return users
+
+
+def check_user_name(name: str) -> None:
+    """Refuse names that the file format (or a log line) cannot hold."""
+    if (not name or ":" in name or name.startswith("#") or not name.isprintable()
+            or name != name.strip()):
+        raise ValueError(f"user name {name!r} must be printable, without ':', a leading '#' "
+                         "or outer spaces")
+
+
+def add_user(path: Path, name: str, password: str) -> None:
+    """Add or replace a user, writing the file atomically with mode 0600."""
+    check_user_name(name)
+    if not password:
+        raise ValueError("the password must not be empty")
+    try:
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.partition(":")[0].strip() != name]
+    except FileNotFoundError:
+        kept = []
+    text = "\n".join([*kept, f"{name}:{hash_password(password)}"]) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- `co2unit-server add-user` ---------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="the admin user to add or replace")
+    p.add_argument("--ini", help="ini file whose [co2unit] admin_users_file to write")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the password from the first line of standard input")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("Password: ")
+    if password != getpass.getpass("Password again: "):
+        raise ValueError("the passwords differ")
+    return password
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Add or replace an admin user in the configured users file."""
+    config = load_config(environ, Path(args.ini) if args.ini else None)
+    if config.admin_users_file is None:
+        print("co2unit-server add-user: admin_users_file is not set (in the ini's [co2unit] "
+              "section or CO2UNIT_ADMIN_USERS_FILE)", file=sys.stderr)
+        return 2
+    try:
+        check_user_name(args.name)
+        add_user(config.admin_users_file, args.name, _read_password(args.password_stdin))
+    except (ValueError, EOFError) as exc:
+        print(f"co2unit-server add-user: {exc}", file=sys.stderr)
+        return 2
+    print(f"user {args.name!r} written to {config.admin_users_file}", file=sys.stderr)
+    return 0

@@ -1,0 +1,81 @@
+"""A small fleet in a database: a unit for each status, with pings, pushes and deployments.
+
+Used by test_fleet_status, test_fleet_pages and test_api. Times are relative to `now`, so the
+same fleet serves a fixed clock and the real server's.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from co2unit_server import db
+from co2unit_server.pinglog import INSERT_PING, Ping
+from co2unit_server.timestamps import DAY, to_epoch
+
+NOW = to_epoch("2026-11-08 12:00:00")
+HOUR = 3600.0
+ALIVE = "co2unit-aaaaaaaaaaa1"  # deployed, pinged 2 h ago, pushing
+LATE = "co2unit-bbbbbbbbbbb2"  # deployed, last ping 30 h ago
+SILENT = "co2unit-ccccccccccc3"  # deployed, last ping 5 days ago
+NEVER = "co2unit-ddddddddddd4"  # deployed, never pinged
+UNKNOWN = "co2unit-eeeeeeeeeee5"  # pings, but in no deployment
+LAB = "co2unit-fffffffffff6"  # back in the lab, silent: not a problem
+STATUS_OF = {ALIVE: "alive", LATE: "late", SILENT: "silent", NEVER: "never seen",
+             UNKNOWN: "unknown", LAB: "silent"}
+# The alive unit's pings of the last 7 days (dBm), oldest first: median -81.
+ALIVE_DBM = [-90, -85, -81, -80, -75]
+# (unit, nickname, site, tier, status, start, end) of deploy_durations_tiered, as days from now.
+DEPLOYMENTS = [
+    (ALIVE, "varanger-01", "vj_re_sn_1", 2, "lab_check", -60, -40),
+    (ALIVE, "varanger-01", "vj_re_sn_1", 2, "deployed", -40, None),
+    (LATE, "varanger-02", "vj_re_sn_2", 1, "deployed", -40, None),
+    (SILENT, "<b>varanger-03</b>", "vj_re_sn_3", 2, "deployed", -40, None),
+    (NEVER, "varanger-04", "vj_re_sn_4", 3, "deployed", -3, None),
+    (LAB, "varanger-06", None, None, "deployed", -40, -10),
+    (LAB, "varanger-06", None, None, "lab_check", -10, None),
+]
+# (unit, days ago, bytes, chunks, error entries, hours ago of the last push, reading hours ago)
+PUSHES = [
+    (ALIVE, 9, 50_000, 13, 4, 9 * 24, 9 * 24 + 1),  # outside the 7-day window
+    (ALIVE, 3, 8_000, 2, 1, 3 * 24, 3 * 24 + 1),
+    (ALIVE, 0, 4_096, 1, 2, 2, 3),
+    (SILENT, 5, 1_000, 1, 0, 5 * 24, None),
+    (SILENT, 6, 2_000, 1, 0, 6 * 24, 6 * 24 + 2),
+]
+
+
+def text(epoch: float, sep: str = " ") -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime(f"%Y-%m-%d{sep}%H:%M:%S")
+
+
+def ping(unit: str, hours_ago: float, now: float, dbm: int | None = -80,
+         nickname: str | None = None) -> tuple:
+    """A pings row as the server writes it."""
+    ts = datetime.fromtimestamp(now - hours_ago * HOUR, UTC).replace(tzinfo=None)
+    return Ping(ts, unit, nickname, 20, dbm, 99).db_row()
+
+
+def fleet_pings(now: float) -> list[tuple]:
+    rows = [ping(ALIVE, 24 * (4 - i) + 2, now, dbm) for i, dbm in enumerate(ALIVE_DBM)]
+    rows += [ping(ALIVE, 24 * 20, now, -113), ping(LATE, 30, now, None),
+             ping(SILENT, 5 * 24, now, -100), ping(UNKNOWN, 1, now, -70, "stray"),
+             ping(LAB, 12 * 24, now, -90)]
+    return rows
+
+
+def build_fleet(db_path: Path, now: float = NOW) -> sqlite3.Connection:
+    """The fleet's rows in the database at db_path (created), relative to `now`."""
+    conn = db.connect(db_path)
+    db.init_schema(conn)
+    conn.executemany(INSERT_PING, fleet_pings(now))
+    conn.executemany(
+        "INSERT INTO deploy_durations_tiered VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+        [(u, n, s, t, st, text(now + a * DAY), None if b is None else text(now + b * DAY))
+         for u, n, s, t, st, a, b in DEPLOYMENTS])
+    conn.executemany(db.UPSERT_PUSH_DAILY, [
+        (u, text(now - d * DAY)[:10], size, chunks, errors, text(now - p * HOUR, "T"),
+         None if r is None else text(now - r * HOUR)) for u, d, size, chunks, errors, p, r
+        in PUSHES])
+    return conn

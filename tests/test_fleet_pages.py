@@ -1,0 +1,207 @@
+"""/fleet and /fleet/<hw_id> on the real server under uWSGI, checked in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from fleet_fixtures import ALIVE, LAB, LATE, NEVER, SILENT, STATUS_OF, UNKNOWN, build_fleet, text
+from toolchain_fixtures import reading
+
+from co2unit_server.launcher import ServerProcess
+from co2unit_server.server.fleet_pages import size_text
+
+from conftest import chromium
+
+ERROR_LOG = ("----- 2026-11-01 03:10:00 INFO  transmitting\n"
+             "----- 2026-11-01 03:12:00 EXC   Uncaught exception\n"
+             "Traceback (most recent call last):\n"
+             "  File \"<script>alert(1)</script>\", line 1\n")
+
+
+class _Dom(HTMLParser):
+    """Rows of the table with id `table_id`: (data-status, cell texts)."""
+
+    def __init__(self, table_id: str) -> None:
+        super().__init__()
+        self.table_id = table_id
+        self.rows: list[tuple[str | None, list[str]]] = []
+        self.tags: set[str] = set()
+        self._in_table = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.add(tag)
+        if tag == "table":
+            self._in_table = attrs.get("id") == self.table_id
+        elif self._in_table and tag == "tr":
+            self.rows.append((attrs.get("data-status"), []))
+        elif self._in_table and tag == "td":
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.rows[-1][1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._in_table = False
+
+
+def rows_of(html: str, table_id: str) -> list[tuple[str | None, list[str]]]:
+    dom = _Dom(table_id)
+    dom.feed(html)
+    return [row for row in dom.rows if row[1]]
+
+
+def browse(tmp_path: Path, *args: str) -> str:
+    """Chromium's stdout; fails on any message the page wrote to the console (JS errors too)."""
+    done = chromium(tmp_path, "--enable-logging=stderr", "--v=0", *args)
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    assert not console, console
+    return done.stdout
+
+
+def push(server: ServerProcess, path: str, data: bytes, chunk: int = 4096) -> None:
+    """Push a whole file in chunks, as a unit does."""
+    for offset in range(0, len(data), chunk):
+        reply = server.request("PUT", f"/ou/{ALIVE}/push-sequential/{path}?offset={offset}",
+                               data[offset:offset + chunk])
+        assert reply.status == 200, reply.body
+
+
+def readings_file(now: float, hours: int = 72) -> bytes:
+    lines = []
+    for h in range(hours, 0, -1):
+        date, clock = text(now - h * 3600).split(" ")
+        co2 = "\t".join([str(450 + (h * 7) % 90)] * 10)
+        lines.append(reading(ALIVE, "varanger-01", date, clock, f"{h % 12 - 3}.5", "0", co2))
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.fixture
+def fleet_server(uwsgi_server) -> ServerProcess:
+    """The real server with the fleet of fleet_fixtures; the alive unit pushed data."""
+    now = time.time()
+    build_fleet(uwsgi_server.var_dir / "db.sqlite3", now)
+    push(uwsgi_server, "data/readings/readings-0000.tsv", readings_file(now))
+    push(uwsgi_server, "errors/errors-0000.txt", ERROR_LOG.encode())
+    return uwsgi_server
+
+
+def test_fleet_page_in_chromium(fleet_server, tmp_path):
+    reply = fleet_server.request("GET", "/fleet")
+    assert reply.status == 200 and reply.headers["refresh"] == "60"
+    assert b"name=viewport" in reply.body and b"<script src" not in reply.body
+    dom = browse(tmp_path, "--dump-dom", f"{fleet_server.url}/fleet")
+    rows = rows_of(dom, "fleet")
+    assert {cells[0]: status for status, cells in rows} == STATUS_OF
+    assert [cells[0] for _, cells in rows] == [SILENT, NEVER, LATE, UNKNOWN, ALIVE, LAB]
+    assert [cells[1] for _, cells in rows] == [STATUS_OF[cells[0]] for _, cells in rows]
+    alive = next(cells for _, cells in rows if cells[0] == ALIVE)
+    assert alive[2:7] == ["2.0 h", "varanger-01", "vj_re_sn_1", "2", "deployed"]
+    # The fixture's days plus what was pushed (2 more error entries).
+    pushed = sum(f.stat().st_size for f in (fleet_server.remote_data / ALIVE).rglob("*-0*"))
+    assert (alive[11], alive[12]) == (size_text(8_000 + 4_096 + pushed), "5")
+    # Escaped: the nickname shows as text, no <b> element was made of it.
+    assert "&lt;b&gt;varanger-03&lt;/b&gt;" in dom and "b" not in _tags(dom)
+    assert ("6 units: 1 alive, 1 late, 2 silent, 1 never seen, 1 unknown; 4 deployed, "
+            "3 need attention") in dom
+    index = fleet_server.request("GET", "/")
+    assert b"href='/fleet'" in index.body
+    for name, size in (("fleet-phone.png", "390,844"), ("fleet-desktop.png", "1400,900")):
+        shot = tmp_path / name
+        browse(tmp_path, f"--screenshot={shot}", f"--window-size={size}",
+               f"{fleet_server.url}/fleet")
+        assert shot.stat().st_size > 10_000
+        print(f"screenshot: {shot}")
+
+
+def _tags(html: str) -> set[str]:
+    dom = _Dom("")
+    dom.feed(html)
+    return dom.tags
+
+
+def test_unit_page_in_chromium(fleet_server, tmp_path):
+    dom = browse(tmp_path, "--dump-dom", f"{fleet_server.url}/fleet/{ALIVE}")
+    assert f"<h1>{ALIVE} — varanger-01</h1>" in dom
+    assert [cells[0] for _, cells in rows_of(dom, "deployments")] == ["varanger-01"] * 2
+    assert len(rows_of(dom, "pings")) == 6
+    assert [cells[1] for _, cells in rows_of(dom, "files")] == ["readings-0000.tsv",
+                                                                "errors-0000.txt"]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom and "Uncaught exception" in dom
+    assert f"src=\"/fleet/{ALIVE}/co2.svg\"" in dom and "<svg class=\"plot\"" in dom
+    facts = [cells[0] for _, cells in rows_of(dom, "status")]
+    assert facts[0] == "alive" and facts[2].endswith("(2.0 h ago)")
+    shot = tmp_path / "unit.png"
+    browse(tmp_path, "--virtual-time-budget=20000", f"--screenshot={shot}",
+           "--window-size=1000,2400", f"{fleet_server.url}/fleet/{ALIVE}")
+    print(f"screenshot: {shot}")
+    for hw_id in (LATE, NEVER, UNKNOWN):
+        assert fleet_server.request("GET", f"/fleet/{hw_id}").status == 200
+    assert fleet_server.request("GET", "/fleet/co2unit-000000000000").status == 404
+    reply = fleet_server.request("GET", "/fleet/co2unit-XYZ")
+    assert reply.status == 400 and reply.json()["error"] == "BAD_HW_ID"
+
+
+def test_co2_plot_is_cached_until_new_data_arrives(fleet_server):
+    url = f"/fleet/{ALIVE}/co2.svg"
+    first = fleet_server.request("GET", url)
+    assert first.status == 200 and first.headers["content-type"].startswith("image/svg+xml")
+    assert b"<svg" in first.body and b"varanger-01" in first.body
+    cache = fleet_server.var_dir / "cache" / "fleet"
+    (cached,) = cache.glob(f"{ALIVE}-*.svg")
+    mtime = cached.stat().st_mtime_ns
+    again = fleet_server.request("GET", url)
+    assert again.headers["etag"] == first.headers["etag"] and cached.stat().st_mtime_ns == mtime
+    more = reading(ALIVE, "varanger-01", *text(time.time()).split(" ")) + "\n"
+    size = (fleet_server.remote_data / ALIVE / "data/readings/readings-0000.tsv").stat().st_size
+    reply = fleet_server.request(
+        "PUT", f"/ou/{ALIVE}/push-sequential/data/readings/readings-0000.tsv?offset={size}",
+        more.encode())
+    assert reply.status == 200
+    redrawn = fleet_server.request("GET", url)
+    assert redrawn.status == 200 and redrawn.headers["etag"] != first.headers["etag"]
+    assert [p.name for p in cache.glob(f"{ALIVE}-*.svg")] != [cached.name]
+    assert len(list(cache.glob(f"{ALIVE}-*.svg"))) == 1
+    assert fleet_server.request("GET", f"/fleet/{LATE}/co2.svg").status == 404
+
+
+def test_sorting_by_a_header_click_and_the_plot_loads(fleet_server, tmp_path):
+    # A same-origin harness (served from var/pub) clicks the fleet page's headers in a frame.
+    pub = fleet_server.var_dir / "pub"
+    pub.mkdir(parents=True, exist_ok=True)
+    (pub / "harness.html").write_text(
+        "<!doctype html><body><pre id=out></pre><img id=plot src='/fleet/" + ALIVE
+        + "/co2.svg'><iframe id=f src='/fleet'></iframe><script>"
+        "const f = document.getElementById('f');"
+        "f.onload = () => { const d = f.contentDocument;"
+        " const order = () => [...d.querySelectorAll('#fleet tbody tr')]"
+        "   .map(r => r.cells[0].textContent).join(' ');"
+        " const th = [...d.querySelectorAll('#fleet th')]; const out = [order()];"
+        " th[0].click(); out.push(order()); th[0].click(); out.push(order());"
+        " th[2].click(); out.push(order()); th[2].click(); out.push(order());"
+        " const img = document.getElementById('plot');"
+        " const done = () => { out.push(img.naturalWidth);"
+        "   document.getElementById('out').textContent = out.join('\\n'); };"
+        " if (img.complete) done(); else img.onload = img.onerror = done; };"
+        "</script></body>")
+    dom = browse(tmp_path, "--virtual-time-budget=20000", "--dump-dom",
+                 f"{fleet_server.url}/data/co2/harness.html")
+    lines = re.search(r"<pre id=\"out\">([^<]*)</pre>", dom).group(1).splitlines()
+    initial, by_unit, by_unit_desc, by_ping, by_ping_desc, width = lines
+    assert initial.split() == [SILENT, NEVER, LATE, UNKNOWN, ALIVE, LAB]
+    assert by_unit.split() == sorted(STATUS_OF) and by_unit_desc.split() == sorted(
+        STATUS_OF, reverse=True)
+    # Time since the last ping, numerically; never pinged sorts as the oldest.
+    assert by_ping.split() == [UNKNOWN, ALIVE, LATE, SILENT, LAB, NEVER]
+    assert by_ping_desc.split() == [NEVER, LAB, SILENT, LATE, ALIVE, UNKNOWN]
+    assert int(width) > 500  # the CO2 plot decoded
