@@ -20,7 +20,7 @@ from pathlib import Path
 from ..launcher import ServerProcess
 from .fleet import Fleet, FleetConfig, FleetResult, nickname_for, unit_ids
 
-PAGES = ["/", "/status/alive/recent", "/status/alive/summary", "/data/co2/summary"]
+PAGES = ["/", "/fleet", "/status/alive/recent", "/status/alive/summary", "/data/co2/summary"]
 RENAMED_UNIT, RENAME_DAY, NEW_NICKNAME = 0, 12, "demo-renamed"
 
 
