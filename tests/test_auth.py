@@ -206,7 +206,8 @@ def test_the_delay_is_real_time(tmp_path, users_file):
         started = time.monotonic()
         assert client.get("/", headers=basic("alice", "bad")).status_code == 401
         took.append(time.monotonic() - started)
-    assert took[1] - took[0] > 0.15 and took[2] - took[0] > 0.3
+    # Lower bounds only (a loaded machine makes every request slower, never a delay shorter).
+    assert took[1] - took[0] > 0.1 and took[2] - took[0] > 0.25
 
 
 def test_failures_are_forgotten_and_memory_is_bounded():
@@ -243,7 +244,7 @@ def test_a_flood_of_logins_holds_few_threads_and_is_not_checked(users_file, tmp_
     started = time.monotonic()
     # Every slot is held: even the right password is refused at once, unchecked.
     assert app.test_client().get("/", headers=basic("alice", PASSWORD)).status_code == 401
-    assert time.monotonic() - started < 0.15
+    assert time.monotonic() - started < 1.0  # the held slots would make it wait 10 s
     release.set()
     for thread in threads:
         thread.join(timeout=10)

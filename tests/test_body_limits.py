@@ -128,4 +128,5 @@ def test_the_drain_stops_at_its_time_bound(client, monkeypatch):
     resp = client.put(URL, environ_overrides={"wsgi.input": body,
                                               "CONTENT_LENGTH": str(100 * MB)})
     assert resp.status_code == 413
-    assert time.monotonic() - started < 2 and body.read_bytes < 100 * MB
+    # Reading all 100 MB at this pace would take over a minute.
+    assert time.monotonic() - started < 5 and body.read_bytes < 100 * MB

@@ -105,7 +105,8 @@ def test_states_from_recorded_downloads_and_pings(tmp_path, conn):
         u3: states[u3], "co2unit-ffffffffffff": []}
 
 
-def test_update_states_of_a_thousand_units_is_fast(tmp_path, conn, monkeypatch):
+def test_update_states_of_a_thousand_units(tmp_path, conn, monkeypatch):
+    """Half the units confirmed, half still downloading (bench/bench_delivery.py times it)."""
     remote = tmp_path / "remote_data"
     monkeypatch.setattr(os, "fsync", lambda fd: None)  # durability is not what this measures
     units = [f"co2unit-{i:012x}" for i in range(1000)]
@@ -115,15 +116,11 @@ def test_update_states_of_a_thousand_units_is_fast(tmp_path, conn, monkeypatch):
         download(conn, unit, "update-2026-11-29a", ID_PATCH, "03:00:01", sent=i % 2 * 10)
         for minute in range(10):
             ping(conn, unit, f"03:{minute + 1:02d}:00", "new" if minute > 4 else "old")
-    started = time.perf_counter()
     states = update_states(conn, remote)
-    seconds = time.perf_counter() - started
     counts = {}
     for updates in states.values():
         counts[updates[0].state] = counts.get(updates[0].state, 0) + 1
     assert counts == {"confirmed": 500, "downloading": 500}
-    print(f"update_states for 1,000 units: {seconds * 1000:.0f} ms")
-    assert seconds < 2.0
 
 
 def test_the_updates_command_prints_the_table(tmp_path, monkeypatch, capsys):
