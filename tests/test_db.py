@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from co2unit_server import db
 
 
@@ -36,3 +38,20 @@ def test_reference_pings_table_is_moved_aside_and_recreated(tmp_path, caplog):
     indexes = {r[1] for r in conn.execute("PRAGMA index_list(pings)")}
     assert {"pings_ts", "pings_unit_ts"} <= indexes
     assert "lacked ber_raw, ping_ts" in caplog.text
+
+
+def test_connect_readonly_refuses_writes_and_takes_any_path(tmp_path):
+    path = tmp_path / "odd #?% dir" / "db.sqlite3"
+    path.parent.mkdir()
+    conn = db.connect(path)
+    db.init_schema(conn)
+    conn.close()
+    ro = db.connect_readonly(path)
+    assert ro.execute("SELECT count(*) FROM pings").fetchone() == (0,)
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        ro.execute("DELETE FROM pings")
+    assert not (tmp_path / "odd ").exists()  # nothing created beside the real file
+
+
+def test_empty_database_has_every_table():
+    assert {"pings", "co2_readings", "update_downloads"} <= tables(db.empty_database())

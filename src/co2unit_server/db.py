@@ -247,6 +247,20 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')}
 
 
+def connect_readonly(path: Path, timeout_s: float = 5.0) -> sqlite3.Connection:
+    """Open an existing database so that SQLite refuses every write through this connection."""
+    # As a file: URI, so that a path with '?', '#' or '%' in it still names the file.
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout_s,
+                           isolation_level=None)
+
+
+def empty_database() -> sqlite3.Connection:
+    """An in-memory database of the current schema, for reading before any database exists."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(SCHEMA)
+    return conn
+
+
 def init_schema(conn: sqlite3.Connection) -> None:
     """Upgrade an older database, then create every table and index that does not exist yet.
 

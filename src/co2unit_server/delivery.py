@@ -197,14 +197,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def open_readonly(path: Path) -> sqlite3.Connection:
     """The database read-only; an empty one when it does not exist or predates the tables."""
     if path.exists():
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = db.connect_readonly(path)
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         if {"pings", "update_downloads"} <= tables:
             return conn
         conn.close()
-    conn = sqlite3.connect(":memory:")
-    db.init_schema(conn)
-    return conn
+    return db.empty_database()
 
 
 COLUMNS = ("unit", "update", "state", "published", "delivered", "confirmed", "files sent")

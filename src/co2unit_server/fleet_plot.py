@@ -51,8 +51,7 @@ def cache_key(files: list[tuple[Path, os.stat_result]], label: str) -> str:
 
 def load_rows(files: list[tuple[Path, os.stat_result]]) -> sqlite3.Connection:
     """An in-memory database holding the complete lines of the newest files, back a week."""
-    conn = sqlite3.connect(":memory:")
-    conn.executescript(db.SCHEMA)
+    conn = db.empty_database()
     budget = MAX_BYTES
     newest = ""
     for path, st in reversed(files):

@@ -298,8 +298,7 @@ _schema_lock = threading.Lock()
 def server_db(db_path: Path, busy_timeout_ms: int) -> Iterator[sqlite3.Connection]:
     """A connection for one request, in one read snapshot; empty tables before the first ping."""
     if not db_path.exists():
-        conn = sqlite3.connect(":memory:")
-        conn.executescript(db.SCHEMA)
+        conn = db.empty_database()
     else:
         conn = db.connect(db_path, busy_timeout_ms)
         _ensure_schema(conn, db_path)

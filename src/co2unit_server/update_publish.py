@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from . import db
 from .config import Config, load_config
 from .locking import file_lock
 from .pushstore import fsync_dir, make_dirs
@@ -424,7 +425,7 @@ def select_units(args: argparse.Namespace, conn: sqlite3.Connection | None, cfg:
 
 def _open_db(path: Path) -> sqlite3.Connection | None:
     """The database read-only, or None when there is none yet."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True) if path.exists() else None
+    return db.connect_readonly(path) if path.exists() else None
 
 
 # --- the command ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, request
 
+from .. import db
 from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..users import hash_password, parse_users, verify_password
@@ -234,8 +235,7 @@ class KnownUnits:
 
     def _refresh(self) -> None:
         try:
-            conn = sqlite3.connect(self.db_path.resolve().as_uri() + "?mode=ro", uri=True,
-                                   timeout=1.0)
+            conn = db.connect_readonly(self.db_path, timeout_s=1.0)
             try:
                 units = frozenset(row[0] for row in conn.execute(self.QUERY))
             finally:

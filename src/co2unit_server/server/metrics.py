@@ -26,6 +26,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .. import db
 from ..config import Config
 from .resources import Alive, PushSequential
 
@@ -127,8 +128,7 @@ class PingAgeCollector:
         if not self.db_path.exists():
             return []  # no ping yet; opening it would create it
         try:
-            conn = sqlite3.connect(self.db_path.resolve().as_uri() + "?mode=ro", uri=True,
-                                   timeout=1.0)
+            conn = db.connect_readonly(self.db_path, timeout_s=1.0)
             try:
                 return conn.execute(self.QUERY).fetchall()
             finally:

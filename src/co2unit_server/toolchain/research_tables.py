@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from ..db import RAW_COLUMNS
+from ..db import RAW_COLUMNS, connect_readonly
 from ..timestamps import utc_datetime
 from .importer.aggregates import CO2_N_SQL, CO2_SUM_SQL, GLITCH_PPM, TEMP_SQL
 from .plotdata import ping_units, reading_units
@@ -265,8 +265,7 @@ def connection(db: Source) -> Iterator[sqlite3.Connection]:
     if not path.is_file():
         raise DatabaseNotFoundError(f"no database at {path} (give db.sqlite3 or its directory)")
     # mode=ro: SQLite refuses every write, whatever the caller does with the connection.
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10,
-                           isolation_level=None)
+    conn = connect_readonly(path, timeout_s=10)
     try:
         # One read transaction: every segment query sees the same snapshot, even while an
         # import or the server writes (WAL).
