@@ -12,7 +12,7 @@ from toolchain_fixtures import build_tree, import_tree, open_db
 
 from co2unit_server import create_app
 from co2unit_server.config import Config, load_config
-from co2unit_server.launcher import ServerProcess
+from co2unit_server.launcher import GatewayProcess, ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 INI = REPO / "server.ini.example"
@@ -50,6 +50,26 @@ def server_factory(tmp_path: Path) -> Iterator:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def gateway_factory(tmp_path: Path) -> Iterator:
+    """Start real `co2unit-server gateways` processes (settings by name); all stopped at the end.
+
+    gateway_factory(settings={"pull_devices_file": ...}, tcp=True, base=tmp_path / "x")
+    """
+    started: list[GatewayProcess] = []
+
+    def start(settings: dict[str, str] | None = None, tcp: bool = False,
+              base: Path | None = None) -> GatewayProcess:
+        gateway = GatewayProcess(base or tmp_path, settings, tcp)
+        gateway.start()
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
 
 
 @pytest.fixture

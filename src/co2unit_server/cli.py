@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import delivery, fleet_status, serve, update_publish, users
 from .config import ConfigError, describe_settings, load_config
+from .gateways import process as gateways
 from .simulator import command as simulate
 from .toolchain import build, export
 
@@ -85,6 +86,8 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
      update_publish.add_arguments, update_publish.run),
     ("updates", "show each unit's updates: published, downloading, delivered, confirmed",
      delivery.add_arguments, delivery.run),
+    ("gateways", "run the enabled gateways (TCP packets, HTTP-polled devices) until stopped",
+     gateways.add_arguments, gateways.run),
     ("check", "check the deployed units for cron or Nagios: exit 0 alive, 1 late, 2 silent, "
      "3 cannot tell", fleet_status.add_check_arguments, fleet_status.run_check),
 ]

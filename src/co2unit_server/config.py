@@ -32,6 +32,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number (0 = off)")
+    return value
+
+
 def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
@@ -120,6 +127,48 @@ class Config:
         0.01, _share,
         "Share of a unit's readings rows the import may drop before the CO2 summary page "
         "highlights the unit in its data-quality table (0.01 = 1 %).")
+    gateway_host: str = _setting(
+        "", str,
+        "Address the gateways listen on (TCP and, later, WebSocket); empty: every address.")
+    tcp_gateway_port: int = _setting(
+        0, _port,
+        "Port of the binary TCP gateway for the ESP8266 weather stations (the devices' default "
+        "is 5001); 0: off.")
+    tcp_read_timeout_seconds: float = _setting(
+        30.0, _positive_float,
+        "How long the TCP gateway waits for a device to finish its packet (read to EOF); what "
+        "came until then is kept, marked bad.")
+    tcp_max_packet_bytes: int = _setting(
+        65544, _positive_int,
+        "Largest TCP packet read (9 + the largest bytesReady); a longer one is kept up to "
+        "here, marked bad, and the connection closed.")
+    tcp_device_types: tuple[str, ...] = _setting(
+        ("1=tsl2561-si7021",), _name_list,
+        "Comma-separated deviceID=record format pairs: which parser reads whose records. A "
+        "packet from an ID not listed is kept raw and shown, and parsed by a later import "
+        "once its ID is listed.")
+    pull_devices_file: Path | None = _setting(
+        None, _optional_path,
+        "TSV of polled devices (name, URL, interval in seconds) for the HTTP pull collector; "
+        "empty: off.")
+    pull_timeout_seconds: float = _setting(
+        5.0, _positive_float,
+        "How long one poll may take (connect and answer) before it counts as failed.")
+    pull_refresh_seconds: float = _setting(
+        1.3, _positive_float,
+        "How often a polled device refreshes its values: the collector never polls a device "
+        "again sooner than this.")
+    pull_max_backoff_seconds: float = _setting(
+        300.0, _positive_float,
+        "Longest wait before polling a device again after failures (the wait doubles from its "
+        "interval up to this).")
+    raw_log_rotate_bytes: int = _setting(
+        1024 * 1024, _positive_int,
+        "Size at which a gateway device's raw log moves on to the next NNNN.log.")
+    raw_log_sync_ms: float = _setting(
+        5.0, _positive_float,
+        "Group commit window of the gateways' raw logs: what arrived within it is fsynced "
+        "together before it is stored in the database.")
     log_level: str = _setting(
         "INFO", str.upper, "Python logging level of the server (DEBUG, INFO, WARNING, ERROR).")
 
@@ -140,6 +189,11 @@ class Config:
         return self.var_dir / "locks"
 
     @property
+    def gateways_enabled(self) -> bool:
+        """True when `co2unit-server gateways` has something to run."""
+        return bool(self.tcp_gateway_port or self.pull_devices_file)
+
+    @property
     def metrics_dir(self) -> Path:
         """prometheus_client's multiprocess files (emptied when the server starts)."""
         return self.var_dir / "metrics"
@@ -151,6 +205,11 @@ class Config:
         for name in self.push_dirs:
             if "/" in name or name in ("", ".", ".."):
                 raise ConfigError(f"push_dirs entry {name!r} is not a plain directory name")
+        from .gateways.tcp_format import parse_device_types  # the formats live with the parser
+        try:
+            parse_device_types(self.tcp_device_types)
+        except ValueError as exc:
+            raise ConfigError(f"tcp_device_types: {exc}") from None
         return self
 
 

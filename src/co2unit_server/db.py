@@ -50,6 +50,32 @@ CREATE TABLE IF NOT EXISTS push_daily (
     PRIMARY KEY (unit_id, day)
 ) WITHOUT ROWID;
 
+-- Values from the gateways' device families (TCP weather stations, polled NodeMCUs), written
+-- live by the gateway process after its raw log is fsynced, and again by the importer from the
+-- raw logs: the key lets both use INSERT OR IGNORE, and a rebuild from the logs alone matches.
+CREATE TABLE IF NOT EXISTS measurements (
+    device TEXT NOT NULL,   -- esp8266-<deviceID>, or the polled device's configured name
+    family TEXT NOT NULL,   -- tcp | pull
+    ts     TEXT NOT NULL,   -- UTC 'YYYY-MM-DDTHH:MM:SS.ffffff'
+    name   TEXT NOT NULL,   -- light, humidity, temperature; mq135.co2, bmp180.pressure, ...
+    value  REAL NOT NULL,
+    source TEXT NOT NULL,   -- raw log line: '<family>/<device>/<NNNN>.log:<line>'
+    PRIMARY KEY (device, name, ts)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS measurements_device_ts ON measurements (device, ts);
+-- One row per raw log line (a packet or a poll): what the fleet page counts.
+CREATE TABLE IF NOT EXISTS gateway_receipts (
+    source      TEXT PRIMARY KEY,  -- as measurements.source
+    device      TEXT NOT NULL,
+    family      TEXT NOT NULL,
+    ts          TEXT NOT NULL,     -- UTC receive (or answer) time
+    verdict     TEXT NOT NULL,     -- ok | partial | unknown | bad | failed (see rawlog.Verdict)
+    stored      INTEGER NOT NULL,  -- values stored from it (a resend's repeats excluded)
+    expected_s  REAL,              -- seconds until the device's next packet or poll is due
+    detail      TEXT               -- why it is not ok
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS gateway_receipts_device_ts ON gateway_receipts (device, ts);
+
 -- Imported by the research toolchain (co2unit_server.toolchain.importer) from pushed files.
 CREATE TABLE IF NOT EXISTS co2_readings (
     unit_id     TEXT NOT NULL,
@@ -187,6 +213,10 @@ def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     return conn
 
 
+INSERT_MEASUREMENT = ("INSERT OR IGNORE INTO measurements (device, family, ts, name, value, "
+                      "source) VALUES (?, ?, ?, ?, ?, ?)")
+INSERT_RECEIPT = ("INSERT OR IGNORE INTO gateway_receipts (source, device, family, ts, verdict, "
+                  "stored, expected_s, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_DOWNLOAD = ("INSERT INTO update_downloads (ts, update_name, file, unit_id, bytes, size, "
                    "full) VALUES (?, ?, ?, ?, ?, ?, ?)")
 # A row per acknowledged chunk: (unit_id, day, bytes, chunks, error_entries, last_push_ts,

@@ -51,11 +51,15 @@ class BatchWriter:
 
     def submit(self, row: tuple) -> None:
         """Queue one row (the statement's parameters) for insertion."""
+        self.submit_many([row])
+
+    def submit_many(self, rows: list[tuple]) -> None:
+        """Queue rows for insertion (written in one batch with whatever else is waiting)."""
         if self._pid != os.getpid():
             self._start()
         with self._cond:
-            self._pending.append(row)
-            self._submitted += 1
+            self._pending.extend(rows)
+            self._submitted += len(rows)
             self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:

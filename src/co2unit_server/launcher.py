@@ -91,3 +91,75 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class GatewayProcess:
+    """`co2unit-server gateways` on 127.0.0.1 with its own data dirs and CO2UNIT_* settings.
+
+    `env` holds settings by name (e.g. {"tcp_gateway_port": "5001"}); `tcp_port=True` picks a
+    free port for the TCP gateway. Started, it has logged READY; it can be killed with -9.
+    """
+
+    host = "127.0.0.1"
+
+    def __init__(self, base: Path, settings: dict[str, str] | None = None,
+                 tcp: bool = False) -> None:
+        self.remote_data = base / "remote_data"
+        self.var_dir = base / "var"
+        self.log_path = base / "gateways.log"
+        self.settings = {"gateway_host": self.host, **(settings or {})}
+        if tcp:
+            self.settings["tcp_gateway_port"] = str(free_port())
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def tcp_port(self) -> int:
+        return int(self.settings["tcp_gateway_port"])
+
+    def environ(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CO2UNIT_")}
+        env.update({f"CO2UNIT_{name.upper()}": value for name, value in self.settings.items()})
+        env["CO2UNIT_REMOTE_DATA_DIR"] = str(self.remote_data)
+        env["CO2UNIT_VAR_DIR"] = str(self.var_dir)
+        return env
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        from .gateways.process import READY
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "co2unit_server", "gateways"],
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.environ(), start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY in self.log_path.read_text(errors="replace")[offset:]:
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateways exited: {self.log_path.read_text()[-3000:]}")
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"gateways not ready in {timeout}s: {self.log_path.read_text()}")
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM, as uWSGI and systemd stop it; SIGKILL if it lingers. Returns the exit code."""
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        code = None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            code = self.proc.wait(timeout=grace)
+        self.kill(signal.SIGKILL)
+        return code

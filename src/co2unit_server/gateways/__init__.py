@@ -1,0 +1,1 @@
+"""The gateway process (`co2unit-server gateways`): other device families, over asyncio."""

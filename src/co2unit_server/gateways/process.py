@@ -1,0 +1,88 @@
+"""`co2unit-server gateways`: the asyncio process that runs the enabled gateways.
+
+`co2unit-server serve` starts it under uWSGI (attach-daemon2) when a gateway is enabled, so
+the one systemd unit runs everything and it stops with the server. SIGTERM or SIGINT stops it
+cleanly: no new connection is taken, what was received is made durable and stored, then exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import resource
+import signal
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..config import Config, load_config
+from ..measurement_store import open_store
+from . import tcp_format
+
+log = logging.getLogger(__name__)
+# Logged once every enabled gateway listens or polls (tests and scripts wait for it).
+READY = "gateways ready"
+
+
+def _raise_open_file_limit() -> None:
+    # A raw log file and a socket per device: a fleet of a thousand passes the usual 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def run_gateways(config: Config, stop: asyncio.Event) -> None:
+    """Run every enabled gateway until `stop` is set, then shut them down cleanly."""
+    store = open_store(config)
+    tcp = pull = None
+    if config.tcp_gateway_port:
+        from .tcp_gateway import TcpGateway  # each gateway's libraries only when it runs
+
+        tcp = TcpGateway(config, store, tcp_format.parse_device_types(config.tcp_device_types))
+        await tcp.start()
+        log.info("TCP gateway listening on %s:%d", config.gateway_host or "*",
+                 config.tcp_gateway_port)
+    pull_task = None
+    if config.pull_devices_file:
+        from .pull_collector import PullCollector, read_devices_file
+
+        pull = PullCollector(config, store, read_devices_file(config.pull_devices_file))
+        pull_task = asyncio.create_task(pull.run())
+        log.info("pull collector polling %d devices from %s", len(pull.devices),
+                 config.pull_devices_file)
+    log.info(READY)
+    await stop.wait()
+    log.info("gateways stopping")
+    if tcp is not None:
+        await tcp.close()
+    if pull_task is not None:
+        pull_task.cancel()
+        await asyncio.gather(pull_task, return_exceptions=True)
+        await pull.close()
+    await asyncio.to_thread(store.flush, 10.0)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ini", help="ini file whose [co2unit] section to apply")
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    config = load_config(environ, Path(args.ini) if args.ini else None)
+    logging.basicConfig(level=config.log_level, stream=sys.stderr,
+                        format="%(asctime)s gateways %(levelname)s %(name)s: %(message)s")
+    if not config.gateways_enabled:
+        print("co2unit-server gateways: no gateway enabled (set tcp_gateway_port or "
+              "pull_devices_file)", file=sys.stderr)
+        return 2
+    _raise_open_file_limit()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await run_gateways(config, stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,217 @@
+"""The ESP8266 weather stations' binary packets (GATEWAYS.md §1): check, split, time, parse.
+
+Pure functions of a packet, its receive time and the device's previous valid packet: the
+gateway and the importer both decode with them, so a rebuild from the raw logs gives the
+same rows as the live gateway stored.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..measurement_store import Measurement, Receipt
+from ..rawlog import RawLine, log_files, read_lines_of, ts_text, ts_us
+
+FAMILY = "tcp"
+# bytesReady, expectedWakeupTime, measurementsEvery (uint16 LE), bytesPerMeasurement,
+# deviceID, sensorCount (uint8): the firmware's SlaveStats, sent without its padding byte.
+HEADER = struct.Struct("<HHHBBB")
+# The ATtiny's record buffer (Storage.h STORAGE_SIZE): when a record no longer fits, the
+# oldest is shifted out, so a packet this full may have lost its oldest records.
+DEVICE_BUFFER_BYTES = 350
+UNIDENTIFIED = "esp8266-unidentified"  # packets too short to carry a device ID
+
+
+class PacketError(ValueError):
+    """A packet that is kept raw but cannot be parsed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Header:
+    bytes_ready: int
+    wake_s: int  # expectedWakeupTime
+    every_s: int  # measurementsEvery
+    record_bytes: int  # bytesPerMeasurement
+    device_id: int
+    sensor_count: int
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """How one device type's records read: their size, value names and decoder."""
+
+    name: str
+    record_bytes: int
+    names: tuple[str, ...]
+    decode: Callable[[bytes], tuple[float, ...]]
+
+
+def _tsl2561_si7021(record: bytes) -> tuple[float, float, float]:
+    lux, humidity_code, temperature_code = struct.unpack("<HHH", record)
+    # The SI7021 datasheet's conversions, as the devices' own server applies them.
+    return (float(lux), 125.0 * humidity_code / 65536 - 6,
+            175.72 * temperature_code / 65536 - 46.85)
+
+
+FORMATS = {f.name: f for f in (
+    RecordFormat("tsl2561-si7021", 6, ("light", "humidity", "temperature"), _tsl2561_si7021),
+)}
+
+
+def parse_device_types(entries: Iterable[str]) -> dict[int, RecordFormat]:
+    """The registry from the `tcp_device_types` setting ('1=tsl2561-si7021', ...)."""
+    registry = {}
+    for entry in entries:
+        raw_id, sep, name = entry.partition("=")
+        if not sep or not raw_id.strip().isdigit() or not 0 <= int(raw_id) <= 255:
+            raise ValueError(f"{entry!r} is not deviceID=format (deviceID 0-255)")
+        if name.strip() not in FORMATS:
+            raise ValueError(f"{entry!r}: no record format {name.strip()!r} "
+                             f"(known: {', '.join(sorted(FORMATS))})")
+        registry[int(raw_id)] = FORMATS[name.strip()]
+    return registry
+
+
+def device_name(packet: bytes) -> str:
+    """`esp8266-<deviceID>`, or UNIDENTIFIED when the packet is too short to say."""
+    return f"esp8266-{packet[7]}" if len(packet) >= 8 else UNIDENTIFIED
+
+
+def check(packet: bytes, registry: dict[int, RecordFormat]) -> Header:
+    """The packet's header when its length and record size add up; PacketError otherwise."""
+    if len(packet) < HEADER.size:
+        raise PacketError(f"{len(packet)} bytes: shorter than the {HEADER.size}-byte header")
+    header = Header(*HEADER.unpack_from(packet))
+    if len(packet) != HEADER.size + header.bytes_ready:
+        raise PacketError(f"{len(packet)} bytes, but the header announces "
+                          f"{HEADER.size} + bytesReady {header.bytes_ready}")
+    if header.record_bytes == 0:
+        raise PacketError("bytesPerMeasurement is 0")
+    if header.bytes_ready % header.record_bytes:
+        raise PacketError(f"bytesReady {header.bytes_ready} is not a whole number of "
+                          f"{header.record_bytes}-byte records")
+    if header.wake_s == 0 or header.every_s == 0:
+        raise PacketError("expectedWakeupTime or measurementsEvery is 0")
+    known = registry.get(header.device_id)
+    if known is not None and known.record_bytes != header.record_bytes:
+        raise PacketError(f"{header.record_bytes}-byte records, but device type "
+                          f"{header.device_id} ({known.name}) has {known.record_bytes}")
+    return header
+
+
+@dataclass(frozen=True)
+class History:
+    """What a device's previous valid packet tells about its next one."""
+
+    received_us: int
+    records: tuple[bytes, ...]
+
+
+def repeated_records(previous: Sequence[bytes], records: Sequence[bytes], full: bool) -> int:
+    """How many leading records of a packet repeat the device's previous packet.
+
+    A device that took a stored packet for unsent (its write came back short) sends those
+    records again, oldest first, before its new ones. The whole previous packet leads the
+    new one; only when the device's buffer is full may its oldest records have been shifted
+    out, and then the longest run of at least 2 records that ends the previous packet counts
+    (a single 6-byte record can repeat by chance on a still night).
+    """
+    n = len(previous)
+    if n and tuple(records[:n]) == tuple(previous):
+        return n
+    if full:
+        for k in range(min(n, len(records)) - 1, 1, -1):
+            if tuple(records[:k]) == tuple(previous[n - k:]):
+                return k
+    return 0
+
+
+def record_interval_us(header: Header, received_us: int, history: History | None,
+                       new_records: int) -> int:
+    """The time between records: spread over the time since the previous packet when that
+    is within a third of expectedWakeupTime of it, else measurementsEvery (as the devices'
+    own server does)."""
+    wake_us = header.wake_s * 1_000_000
+    if history is not None and new_records:
+        since = received_us - history.received_us
+        if abs(wake_us - since) < wake_us / 3:
+            return since // new_records
+    return header.every_s * 1_000_000
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A valid packet: its verdict, values (ts, name, value) and the device's new history."""
+
+    header: Header
+    verdict: str  # ok | unknown
+    detail: str
+    values: tuple[tuple[str, str, float], ...]
+    history: History
+
+    def measurements(self, device: str, source: str) -> list[Measurement]:
+        return [Measurement(device, FAMILY, ts, name, value, source)
+                for ts, name, value in self.values]
+
+    def receipt(self, device: str, ts: str, source: str) -> Receipt:
+        return Receipt(source, device, FAMILY, ts, self.verdict, len(self.values),
+                       float(self.header.wake_s), self.detail)
+
+
+def decode(packet: bytes, received_us: int, history: History | None,
+           registry: dict[int, RecordFormat]) -> Decoded:
+    """Check, split, de-duplicate, time and parse a packet; PacketError when it is bad."""
+    header = check(packet, registry)
+    size = header.record_bytes
+    records = tuple(packet[i:i + size] for i in range(HEADER.size, len(packet), size))
+    full = header.bytes_ready + size >= DEVICE_BUFFER_BYTES
+    repeated = repeated_records(history.records if history else (), records, full)
+    new = records[repeated:]
+    step = record_interval_us(header, received_us, history, len(new))
+    times = [ts_text(received_us - (len(new) - i) * step) for i in range(len(new))]
+    notes = [f"resent: its first {repeated} records repeat the previous packet"] if repeated else []
+    fmt = registry.get(header.device_id)
+    values: list[tuple[str, str, float]] = []
+    if fmt is None:
+        verdict = "unknown"
+        notes.append(f"no record format for deviceID {header.device_id} (tcp_device_types)")
+    else:
+        verdict = "ok"
+        for ts, record in zip(times, new, strict=True):
+            values += zip([ts] * len(fmt.names), fmt.names, fmt.decode(record), strict=True)
+    return Decoded(header, verdict, "; ".join(notes), tuple(values),
+                   History(received_us, records))
+
+
+def interpret(line: RawLine, device: str, source: str, history: History | None,
+              registry: dict[int, RecordFormat]) -> tuple[Receipt, list[Measurement],
+                                                          History | None]:
+    """A raw log line's receipt, values and the device's history after it (for the importer)."""
+    try:
+        decoded = decode(line.payload, ts_us(line.ts), history, registry)
+    except PacketError as exc:
+        return Receipt(source, device, FAMILY, line.ts, "bad", 0, None, str(exc)), [], history
+    return (decoded.receipt(device, line.ts, source), decoded.measurements(device, source),
+            decoded.history)
+
+
+def history_from_log(device_dir: Path, registry: dict[int, RecordFormat]) -> History | None:
+    """The device's history as its raw log leaves it: from its last valid packet, if any."""
+    for path in reversed(log_files(device_dir)):
+        last = None
+        for _source, line in read_lines_of(path):
+            if line is not None and line.verdict in ("ok", "unknown"):
+                last = line
+        if last is not None:
+            try:
+                header = check(last.payload, registry)
+            except PacketError:
+                continue
+            size = header.record_bytes
+            records = tuple(last.payload[i:i + size]
+                            for i in range(HEADER.size, len(last.payload), size))
+            return History(ts_us(last.ts), records)
+    return None

@@ -1,0 +1,248 @@
+"""The gateways' raw logs: remote_data/<family>/<device>/NNNN.log, the record of truth.
+
+Every packet or poll a gateway receives is appended here as it arrived, before anything is
+parsed, and fsynced (group commit: one fsync round for whatever arrived within a few
+milliseconds) before its values are stored. One readable line each, tab-separated:
+
+    ts  peer  end  verdict  detail  payload
+
+`ts` is the UTC receive time ('YYYY-MM-DDTHH:MM:SS.ffffff'), `peer` the device's address (or
+the polled URL), `end` how the exchange ended (`eof`, `timeout`, `too-large` for TCP; the HTTP
+status or `-` for a poll without answer), `verdict` what the gateway made of it (VERDICTS),
+`detail` why (empty when ok), `payload` `hex:<bytes>` or `text:<text>` (text only when it is
+printable UTF-8 on one line). The importer reads the same lines, so a row lost between log and
+table comes back, and a database rebuilt from the logs alone is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOG_FILE_RE = re.compile(r"(\d{4,})\.log")
+# ok: parsed and stored; partial: stored, some values unusable; unknown: valid, no parser yet;
+# bad: kept but not parsed (malformed packet, non-200, not JSON); failed: no answer at all.
+VERDICTS = ("ok", "partial", "unknown", "bad", "failed")
+REFUSED = ("bad", "failed")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EPOCH = datetime(1970, 1, 1)
+_ONE_US = timedelta(microseconds=1)
+
+
+def ts_text(us: int) -> str:
+    """Microseconds since 1970 (UTC) as the logs and tables write them."""
+    return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds")
+
+
+def ts_us(text: str) -> int:
+    """The inverse of ts_text (exact: no float on the way)."""
+    return (datetime.fromisoformat(text) - _EPOCH) // _ONE_US
+
+
+def encode_payload(payload: bytes) -> str:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text and not _CONTROL.search(text):
+        return "text:" + text
+    return "hex:" + payload.hex()
+
+
+def decode_payload(field: str) -> bytes:
+    kind, sep, data = field.partition(":")
+    if kind == "text" and sep:
+        return data.encode("utf-8")
+    if kind == "hex" and sep:
+        return bytes.fromhex(data)
+    raise ValueError(f"payload is neither hex: nor text: ({field[:20]!r})")
+
+
+def _clean(text: str) -> str:
+    return _CONTROL.sub(" ", text)
+
+
+@dataclass(frozen=True)
+class RawLine:
+    """One line of a raw log."""
+
+    ts: str
+    peer: str
+    end: str
+    verdict: str
+    detail: str
+    payload: bytes
+
+    def encode(self) -> bytes:
+        fields = [self.ts, _clean(self.peer), _clean(self.end), self.verdict,
+                  _clean(self.detail), encode_payload(self.payload)]
+        return ("\t".join(fields) + "\n").encode("utf-8")
+
+    @classmethod
+    def parse(cls, line: str) -> RawLine:
+        """The line's fields; ValueError for a line no gateway wrote (torn, edited)."""
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) != 6:
+            raise ValueError(f"{len(fields)} fields, not 6")
+        ts, peer, end, verdict, detail, payload = fields
+        ts_us(ts)
+        if verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {verdict!r}")
+        return cls(ts, peer, end, verdict, detail, decode_payload(payload))
+
+
+def log_files(device_dir: Path) -> list[Path]:
+    """A device's raw logs in sequence order."""
+    try:
+        names = [n for n in os.listdir(device_dir) if LOG_FILE_RE.fullmatch(n)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [device_dir / n for n in sorted(names, key=lambda n: int(n[:-4]))]
+
+
+def devices(family_dir: Path) -> list[str]:
+    """The devices that have a raw log directory in a family, sorted."""
+    try:
+        return sorted(e.name for e in os.scandir(family_dir)
+                      if e.is_dir() and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def source_key(path: Path, line_number: int) -> str:
+    """'<family>/<device>/<NNNN>.log:<line>' of a line of the log at `path`."""
+    return f"{path.parent.parent.name}/{path.parent.name}/{path.name}:{line_number}"
+
+
+def parse_raw(raw: bytes) -> RawLine | None:
+    """A complete line's fields, or None when no gateway wrote it so (torn, edited)."""
+    try:
+        return RawLine.parse(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+def read_lines_of(path: Path) -> Iterator[tuple[str, RawLine | None]]:
+    """(source, line or None when unreadable) of every complete line of one log file."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
+                break  # being written: the next reader sees it whole
+            yield source_key(path, number), parse_raw(raw)
+
+
+class _DeviceFile:
+    """The file a device's lines go to now: its descriptor and how many lines it holds."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        data = b""
+        size = os.fstat(self.fd).st_size
+        if size:
+            data = os.pread(self.fd, size, 0)
+        if data and not data.endswith(b"\n"):
+            # A line torn by a crash: end it, so it stays one unreadable line of its own
+            # (the importer counts it) and the next line starts clean.
+            log.warning("%s ended in a torn line; it is kept and ended", path)
+            os.write(self.fd, b"\n")
+            data += b"\n"
+        self.lines = data.count(b"\n")
+        self.size = len(data)
+
+
+class RawLog:
+    """Appends lines to the raw logs of one family; `sync` makes what was appended durable."""
+
+    def __init__(self, remote_data_dir: Path, family: str, rotate_bytes: int) -> None:
+        self.family = family
+        self.family_dir = remote_data_dir / family
+        self.rotate_bytes = rotate_bytes
+        self._files: dict[str, _DeviceFile] = {}
+        self._dirty: set[int] = set()
+        self._retired: list[int] = []  # left by rotation; closed once fsynced
+        self._lock = threading.Lock()  # append runs in the loop, sync in a thread
+
+    def device_dir(self, device: str) -> Path:
+        return self.family_dir / device
+
+    def append(self, device: str, line: RawLine) -> str:
+        """Append one line (one write(), whole) and return its source key; not yet durable."""
+        data = line.encode()
+        with self._lock:
+            current = self._current(device)
+            os.write(current.fd, data)
+            current.lines += 1
+            current.size += len(data)
+            self._dirty.add(current.fd)
+            return source_key(current.path, current.lines)
+
+    def _current(self, device: str) -> _DeviceFile:
+        current = self._files.get(device)
+        if current is not None and current.size < self.rotate_bytes:
+            return current
+        if current is not None:
+            self._retire(current)
+        directory = self.device_dir(device)
+        directory.mkdir(parents=True, exist_ok=True)
+        files = log_files(directory)
+        path = files[-1] if files else directory / "0000.log"
+        if files and path.stat().st_size >= self.rotate_bytes:
+            path = directory / f"{int(path.name[:-4]) + 1:04d}.log"
+        opened = self._files[device] = _DeviceFile(path)
+        return opened
+
+    def _retire(self, old: _DeviceFile) -> None:
+        # Its last lines may still wait for an fsync: the next sync does it, then closes it
+        # (closing here could pull the descriptor from under a sync running in its thread).
+        self._dirty.discard(old.fd)
+        self._retired.append(old.fd)
+
+    def sync(self) -> None:
+        """fsync every file appended to since the last sync (blocking: run it in a thread)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, set()
+            retired, self._retired = self._retired, []
+        for fd in (*dirty, *retired):
+            os.fsync(fd)
+        for fd in retired:
+            os.close(fd)
+
+    def close(self) -> None:
+        """Make everything durable and close every file."""
+        self.sync()
+        with self._lock:
+            for current in self._files.values():
+                os.fsync(current.fd)
+                os.close(current.fd)
+            self._files.clear()
+            self._dirty.clear()
+
+
+class GroupCommit:
+    """Makes appended lines durable together: waiters within `window_s` share one fsync round."""
+
+    def __init__(self, sync: Callable[[], None], window_s: float) -> None:
+        self._sync = sync
+        self._window_s = window_s
+        self._round: asyncio.Task | None = None
+
+    async def durable(self) -> None:
+        """Return once everything appended before this call is fsynced (raises OSError)."""
+        if self._round is None:
+            self._round = asyncio.get_running_loop().create_task(self._run())
+        await asyncio.shield(self._round)
+
+    async def _run(self) -> None:
+        await asyncio.sleep(self._window_s)
+        self._round = None  # what is appended from now on waits for the next round
+        await asyncio.to_thread(self._sync)
