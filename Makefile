@@ -7,6 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 PORT ?= 8080
+# Gateways for other device families: `make run TCP_PORT=5001 PULL_DEVICES=devices.tsv`
+# (empty: as the ini's [co2unit] settings say; off by default).
+TCP_PORT ?=
+PULL_DEVICES ?=
 REMOTE_DATA_DIR ?= ./remote_data
 VAR_DIR ?= ./var
 # Your own server.ini when there is one, else the documented example.
@@ -24,7 +28,8 @@ $(STAMP): requirements.txt pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/co2unit-server serve --ini $(INI) --port $(PORT) \
-		--remote-data-dir $(REMOTE_DATA_DIR) --var-dir $(VAR_DIR)
+		--remote-data-dir $(REMOTE_DATA_DIR) --var-dir $(VAR_DIR) \
+		$(if $(TCP_PORT),--tcp-port $(TCP_PORT)) $(if $(PULL_DEVICES),--pull-devices $(PULL_DEVICES))
 
 test: $(STAMP)
 	scripts/ensure-chromium.sh

@@ -22,7 +22,9 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not ini.exists():
         print(f"co2unit-server serve: no such ini file: {ini}", file=sys.stderr)
         return 2
-    env = serve.serve_environ(environ, ini, args.remote_data_dir, args.var_dir)
+    pull_devices = str(Path(args.pull_devices).resolve()) if args.pull_devices else None
+    env = serve.serve_environ(environ, ini, args.remote_data_dir, args.var_dir, {
+        "tcp_gateway_port": args.tcp_port, "pull_devices_file": pull_devices})
     try:
         # Fail here, with a clear message, rather than in a uWSGI worker.
         config = load_config(env)
@@ -31,7 +33,9 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 2
     env = serve.metrics_environ(env, config.metrics_dir)
     extra = dict(option.split("=", 1) for option in args.uwsgi_option)
-    argv = serve.uwsgi_argv(ini, args.port, args.host, serve.system_somaxconn(), extra)
+    gateways = [serve.gateway_daemon()] if config.gateways_enabled else []
+    argv = serve.uwsgi_argv(ini, args.port, args.host, serve.system_somaxconn(), extra,
+                            gateways)
     print("co2unit-server serve:", " ".join(argv), file=sys.stderr)
     serve.exec_uwsgi(argv, env)
     return 0  # not reached
@@ -44,6 +48,8 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="", help="address to bind with --port (default: all)")
     p.add_argument("--remote-data-dir", help="overrides remote_data_dir")
     p.add_argument("--var-dir", help="overrides var_dir")
+    p.add_argument("--tcp-port", help="overrides tcp_gateway_port (and starts the gateways)")
+    p.add_argument("--pull-devices", help="overrides pull_devices_file (and starts the gateways)")
     p.add_argument("--uwsgi-option", action="append", default=[], metavar="KEY=VALUE",
                    type=_key_value, help="set or replace one [uwsgi] option (repeatable)")
 

@@ -129,7 +129,7 @@ class Config:
         "highlights the unit in its data-quality table (0.01 = 1 %).")
     gateway_host: str = _setting(
         "", str,
-        "Address the gateways listen on (TCP and, later, WebSocket); empty: every address.")
+        "Address the gateways listen on; empty: every address.")
     tcp_gateway_port: int = _setting(
         0, _port,
         "Port of the binary TCP gateway for the ESP8266 weather stations (the devices' default "

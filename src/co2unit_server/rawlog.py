@@ -140,6 +140,12 @@ def read_lines_of(path: Path) -> Iterator[tuple[str, RawLine | None]]:
             yield source_key(path, number), parse_raw(raw)
 
 
+def read_lines(device_dir: Path) -> Iterator[tuple[str, RawLine | None]]:
+    """(source, line or None) of every complete line of a device's logs, oldest first."""
+    for path in log_files(device_dir):
+        yield from read_lines_of(path)
+
+
 class _DeviceFile:
     """The file a device's lines go to now: its descriptor and how many lines it holds."""
 

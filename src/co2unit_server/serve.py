@@ -7,9 +7,10 @@ passes it on, with the port and data directories a caller asked for.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .config import CONFIG_FILE_ENV, env_name
@@ -51,9 +52,13 @@ def uwsgi_argv(
     host: str = "",
     somaxconn: int | None = None,
     extra: Mapping[str, str] | None = None,
+    added: Sequence[tuple[str, str]] = (),
 ) -> list[str]:
-    """Build the uWSGI command line from the ini's [uwsgi] section plus overrides."""
-    options = read_uwsgi_section(ini_path)
+    """Build the uWSGI command line from the ini's [uwsgi] section plus overrides.
+
+    `extra` options replace the ini's of the same name; `added` ones come on top of them.
+    """
+    options = read_uwsgi_section(ini_path) + list(added)
     if port is not None:
         options = [(k, v) for k, v in options if k != "http"] + [("http", f"{host}:{port}")]
     if somaxconn is not None:
@@ -83,15 +88,32 @@ def serve_environ(
     ini_path: Path,
     remote_data_dir: str | None = None,
     var_dir: str | None = None,
+    settings: Mapping[str, str | None] | None = None,
 ) -> dict[str, str]:
-    """The environment uWSGI runs the app with: the ini's [co2unit] section and directories."""
+    """The environment uWSGI (and the gateway process) runs with: the ini, directories and
+    settings given on the command line (by setting name; None or empty: not given)."""
     env = dict(environ)
     env[CONFIG_FILE_ENV] = str(ini_path.resolve())
     if remote_data_dir:
         env[env_name("remote_data_dir")] = str(Path(remote_data_dir).resolve())
     if var_dir:
         env[env_name("var_dir")] = str(Path(var_dir).resolve())
+    for name, value in (settings or {}).items():
+        if value:
+            env[env_name(name)] = value
     return env
+
+
+def gateway_daemon() -> tuple[str, str]:
+    """The uWSGI option that runs `co2unit-server gateways` beside the app.
+
+    The master starts it, restarts it if it dies, and stops it with SIGTERM (the gateway
+    then makes what it received durable and stored) when the server stops.
+    """
+    command = shlex.join([sys.executable, "-m", "co2unit_server", "gateways"])
+    if "," in command:
+        raise ValueError(f"uWSGI's attach-daemon2 cannot take a comma in {command!r}")
+    return ("attach-daemon2", f"cmd={command},stopsignal=15")
 
 
 def metrics_environ(env: Mapping[str, str], metrics_dir: Path) -> dict[str, str]:

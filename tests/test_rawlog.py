@@ -1,0 +1,127 @@
+"""The gateways' raw logs: readable lines, rotation, torn-line repair, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from co2unit_server import rawlog
+from co2unit_server.rawlog import GroupCommit, RawLine, RawLog
+
+
+def line(payload: bytes, verdict: str = "ok", ts: str = "2026-12-06T01:02:03.000004") -> RawLine:
+    return RawLine(ts, "127.0.0.1:40000", "eof", verdict, "", payload)
+
+
+def test_a_line_reads_back_as_written():
+    binary = line(bytes.fromhex("0c00100e7800060103d204"), "bad", )
+    text = RawLine("2026-12-06T01:02:03.000004", "http://10.0.0.5/circumstances", "200",
+                   "partial", "mq135.co2 is empty\t(booting)", b'{"nodemcu":{}}')
+    assert binary.encode().endswith(b"\thex:0c00100e7800060103d204\n")
+    assert text.encode().endswith(b'\ttext:{"nodemcu":{}}\n')
+    assert RawLine.parse(binary.encode().decode()) == binary
+    # A tab in the detail would break the columns: it is written as a space.
+    assert RawLine.parse(text.encode().decode()).detail == "mq135.co2 is empty (booting)"
+
+
+@pytest.mark.parametrize("payload", [b"", b"a\nb", b"tab\there", b"\xff\xfe", b"hex:abc"])
+def test_payloads_that_are_not_clean_text_go_as_hex(payload):
+    encoded = rawlog.encode_payload(payload)
+    assert rawlog.decode_payload(encoded) == payload
+    assert "\n" not in encoded and "\t" not in encoded
+
+
+@pytest.mark.parametrize("bad", ["", "a\tb\tc", "2026-13-01T00:00:00.000000\tp\teof\tok\t\thex:",
+                                 "2026-12-06T00:00:00.000000\tp\teof\tmaybe\t\thex:",
+                                 "2026-12-06T00:00:00.000000\tp\teof\tok\t\tbase64:AA=="])
+def test_lines_no_gateway_wrote_are_refused(bad):
+    with pytest.raises(ValueError):
+        RawLine.parse(bad)
+
+
+def test_timestamps_round_trip_exactly():
+    us = 1_764_979_200_123_456
+    assert rawlog.ts_text(us) == "2025-12-06T00:00:00.123456"
+    assert rawlog.ts_us(rawlog.ts_text(us)) == us
+
+
+def test_append_numbers_lines_and_rotates(tmp_path):
+    log = RawLog(tmp_path, "tcp", rotate_bytes=150)  # lines of ~96 bytes: 2 a file
+    sources = [log.append("esp8266-1", line(bytes([i]) * 20)) for i in range(6)]
+    log.close()
+    files = rawlog.log_files(tmp_path / "tcp" / "esp8266-1")
+    assert [f.name for f in files] == ["0000.log", "0001.log", "0002.log"]
+    assert sources[:3] == ["tcp/esp8266-1/0000.log:1", "tcp/esp8266-1/0000.log:2",
+                           "tcp/esp8266-1/0001.log:1"]
+    read = list(rawlog.read_lines(tmp_path / "tcp" / "esp8266-1"))
+    assert [s for s, _ in read] == sources
+    assert [ln.payload for _, ln in read] == [bytes([i]) * 20 for i in range(6)]
+
+
+def test_a_reopened_log_continues_its_line_numbers(tmp_path):
+    first = RawLog(tmp_path, "pull", 1 << 20)
+    first.append("dev", line(b"one"))
+    first.close()
+    second = RawLog(tmp_path, "pull", 1 << 20)
+    assert second.append("dev", line(b"two")) == "pull/dev/0000.log:2"
+    second.close()
+
+
+def test_a_torn_last_line_is_ended_and_kept(tmp_path, caplog):
+    device_dir = tmp_path / "tcp" / "esp8266-2"
+    device_dir.mkdir(parents=True)
+    good = line(b"\x01\x02").encode()
+    (device_dir / "0000.log").write_bytes(good + good[:15])  # killed mid-write
+    log = RawLog(tmp_path, "tcp", 1 << 20)
+    assert log.append("esp8266-2", line(b"\x03")) == "tcp/esp8266-2/0000.log:3"
+    log.close()
+    read = list(rawlog.read_lines(device_dir))
+    assert [ln.payload if ln else None for _, ln in read] == [b"\x01\x02", None, b"\x03"]
+    assert "torn line" in caplog.text
+
+
+def test_an_unfinished_last_line_is_not_read(tmp_path):
+    device_dir = tmp_path / "tcp" / "esp8266-3"
+    device_dir.mkdir(parents=True)
+    good = line(b"\x01").encode()
+    (device_dir / "0000.log").write_bytes(good + good[:10])
+    assert len(list(rawlog.read_lines(device_dir))) == 1
+
+
+def test_group_commit_shares_one_sync_between_waiters(tmp_path):
+    log = RawLog(tmp_path, "tcp", 1 << 20)
+    synced: list[int] = []
+    real_sync = log.sync
+
+    def counting_sync() -> None:
+        synced.append(len(log._dirty))
+        real_sync()
+
+    commit = GroupCommit(counting_sync, window_s=0.05)
+
+    async def device(n: int) -> None:
+        log.append(f"esp8266-{n}", line(b"x"))
+        await commit.durable()
+
+    async def main() -> None:
+        await asyncio.gather(*(device(n) for n in range(10)))
+        await device(99)  # after the round: a round of its own
+
+    asyncio.run(main())
+    assert synced == [10, 1]
+    log.close()
+
+
+def test_sync_failure_reaches_every_waiter(tmp_path):
+    def failing_sync() -> None:
+        raise OSError(28, os.strerror(28))
+
+    commit = GroupCommit(failing_sync, window_s=0.01)
+
+    async def main() -> list:
+        return await asyncio.gather(commit.durable(), commit.durable(), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert all(isinstance(r, OSError) for r in results)
