@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -75,6 +76,9 @@ CREATE TABLE IF NOT EXISTS gateway_receipts (
     detail      TEXT               -- why it is not ok
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS gateway_receipts_device_ts ON gateway_receipts (device, ts);
+-- The fleet page's refusal counts: a range per verdict, not a row lookup per receipt.
+CREATE INDEX IF NOT EXISTS gateway_receipts_device_verdict
+    ON gateway_receipts (device, verdict, ts);
 
 -- Imported by the research toolchain (co2unit_server.toolchain.importer) from pushed files.
 CREATE TABLE IF NOT EXISTS co2_readings (
@@ -145,7 +149,7 @@ CREATE TABLE IF NOT EXISTS co2_bins (
 -- Incremental import state, one row per source file.
 CREATE TABLE IF NOT EXISTS import_files (
     id         INTEGER PRIMARY KEY,
-    kind       TEXT NOT NULL,     -- readings, errors, pings, deployments
+    kind       TEXT NOT NULL,     -- readings, errors, pings, measurements, deployments
     path       TEXT NOT NULL UNIQUE,  -- relative to its root: data:<rel> or db:<rel>
     size       INTEGER NOT NULL,  -- stat seen at the last import
     mtime_ns   INTEGER NOT NULL,
@@ -153,12 +157,14 @@ CREATE TABLE IF NOT EXISTS import_files (
     check_hash TEXT NOT NULL,     -- of the first and the last imported bytes: spots a replacement
     bytes_done INTEGER NOT NULL,  -- complete lines imported up to here
     lines_done INTEGER NOT NULL,
-    carry      TEXT               -- parser state carried on (error logs: last good date)
+    carry      TEXT               -- parser state carried on (error logs: last good date;
+                                  -- TCP raw logs: the device's History as JSON)
 );
 CREATE TABLE IF NOT EXISTS import_log (
     run_ts  TEXT NOT NULL,
-    stage   TEXT NOT NULL,  -- readings, pings, errors, deployments
-    -- imported, duplicate, recovered, dropped, nulled, inferred, noted, deleted, binned, files
+    stage   TEXT NOT NULL,  -- readings, pings, errors, measurements, deployments
+    -- imported, duplicate, recovered, dropped, nulled, updated, inferred, noted, deleted,
+    -- binned, files
     outcome TEXT NOT NULL,
     reason  TEXT NOT NULL,
     count   INTEGER NOT NULL
@@ -207,10 +213,24 @@ def connect(path: Path, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
                            check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _set_wal(conn, busy_timeout_ms / 1000)
     # Durable except for the last transactions on power loss, without a sync per commit.
     conn.execute("PRAGMA synchronous = NORMAL")
     return conn
+
+
+def _set_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    # Turning a new file to WAL needs it alone, and SQLite does not wait for that (no busy
+    # handler): two writer threads opening a fresh database at once would fail the second.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 INSERT_MEASUREMENT = ("INSERT OR IGNORE INTO measurements (device, family, ts, name, value, "

@@ -17,6 +17,7 @@ from pathlib import Path
 from . import db
 
 log = logging.getLogger(__name__)
+MAX_BATCH = 1000  # submitted rows written in one transaction
 
 
 class BatchWriter:
@@ -80,7 +81,10 @@ class BatchWriter:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending)
-                batch, self._pending = self._pending, []
+                # Bounded: a long transaction would hold the write lock past the busy
+                # timeout of the other writers (other processes, the importer).
+                batch = self._pending[:MAX_BATCH]
+                del self._pending[:MAX_BATCH]
             self._insert(batch)
             with self._cond:
                 self._done += len(batch)
@@ -91,7 +95,7 @@ class BatchWriter:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(self.sql, batch)
+                self._write(conn, batch)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -101,6 +105,10 @@ class BatchWriter:
             log.exception("%d %s row(s) of %s are %s %s", len(batch), self.what,
                           ", ".join(units), self.lost_note, self.db_path)
             self._close()
+
+    def _write(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
+        """Insert one batch, inside the writer's transaction."""
+        conn.executemany(self.sql, batch)
 
     def _close(self) -> None:
         if self._conn is not None:

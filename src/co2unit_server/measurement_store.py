@@ -2,23 +2,38 @@
 
 The gateways only call `open_store(config)` and `MeasurementStore.add`: a second database
 engine is a second class here, nothing else changes. SQLite writes go through a writer thread
-(as pings do), after the raw log line they come from is durable.
+(as pings do), after the raw log line they come from is durable. What the fleet pages, the API
+and research.measurements read is queried below, so its SQL is in this one module too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import NamedTuple, Protocol
 
 from . import db
 from .config import Config
 from .db_writer import BatchWriter
+from .rawlog import REFUSED
+from .toolchain.research_tables import (
+    BATCH_ROWS,
+    Column,
+    ResearchError,
+    Table,
+    TimeLike,
+    time_range,
+)
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """One value of one device at one time (a row of `measurements`)."""
+class Measurement(NamedTuple):
+    """One value of one device at one time (a row of `measurements`).
+
+    A named tuple, not a dataclass: a packet makes 90 of them, and this is the cheaper to
+    make and is the row already."""
 
     device: str
     family: str
@@ -28,7 +43,7 @@ class Measurement:
     source: str  # the raw log line it came from
 
     def row(self) -> tuple:
-        return (self.device, self.family, self.ts, self.name, self.value, self.source)
+        return self
 
 
 @dataclass(frozen=True)
@@ -57,25 +72,193 @@ class MeasurementStore(Protocol):
         """Wait until everything queued is written (or given up); False on timeout."""
 
 
+class _ReceiptWriter(BatchWriter):
+    """Writes (device, receipt row, value rows): a receipt with its values, in one thread and
+    one transaction (two writers of one process would wait on each other's write lock, under
+    load past the busy timeout, and lose rows)."""
+
+    def _write(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
+        conn.executemany(db.INSERT_MEASUREMENT, [row for _, _, rows in batch for row in rows])
+        conn.executemany(db.INSERT_RECEIPT, [receipt for _, receipt, _ in batch])
+
+
 class SqliteMeasurementStore:
     """The `measurements` and `gateway_receipts` tables of var/db.sqlite3."""
 
     def __init__(self, config: Config) -> None:
-        lost = "in the raw log (the next import stores them) but not in"
-        self._values = BatchWriter(config.db_path, config.db_busy_timeout_ms,
-                                   db.INSERT_MEASUREMENT, "measurement", lost, unit_at=0)
-        self._receipts = BatchWriter(config.db_path, config.db_busy_timeout_ms,
-                                     db.INSERT_RECEIPT, "gateway receipt", lost, unit_at=1)
+        self._writer = _ReceiptWriter(
+            config.db_path, config.db_busy_timeout_ms, db.INSERT_RECEIPT,
+            "gateway receipt (and its values)",
+            "in the raw log (the next import stores them) but not in", unit_at=0)
 
     def add(self, receipt: Receipt, measurements: Sequence[Measurement]) -> None:
-        if measurements:
-            self._values.submit_many([m.row() for m in measurements])
-        self._receipts.submit(receipt.row())
+        self._writer.submit((receipt.device, receipt.row(), [m.row() for m in measurements]))
 
     def flush(self, timeout: float = 10.0) -> bool:
-        return self._values.flush(timeout) and self._receipts.flush(timeout)
+        return self._writer.flush(timeout)
 
 
 def open_store(config: Config) -> MeasurementStore:
     """The store the settings name (SQLite, the embedded default, is the one there is)."""
     return SqliteMeasurementStore(config)
+
+
+# --- reading: the fleet pages, the API and research.measurements
+
+_REFUSED_SQL = "(" + ", ".join(f"'{v}'" for v in REFUSED) + ")"
+# Each distinct device of a table, one index seek per device (SQLite has no skip-scan for
+# DISTINCT): a year of polls is a million rows, a device list is a few.
+_DEVICES = """WITH RECURSIVE d(device) AS (
+        SELECT min(device) FROM {table}
+        UNION ALL SELECT (SELECT min(device) FROM {table} WHERE device > d.device) FROM d
+        WHERE d.device IS NOT NULL)
+    SELECT d.device, (SELECT family FROM {table} WHERE device = d.device LIMIT 1)
+    FROM d WHERE d.device IS NOT NULL"""
+# Per device: counts in the window (ranges on the (device, ts) and (device, verdict, ts)
+# indexes), and its newest receipt and newest good one, each a seek backwards.
+_NEWEST_OK = (f"FROM gateway_receipts WHERE device = u.value AND verdict NOT IN {_REFUSED_SQL} "
+              "ORDER BY ts DESC LIMIT 1")
+_RECEIPT_STATS = f"""SELECT u.value,
+    (SELECT family FROM gateway_receipts WHERE device = u.value LIMIT 1),
+    (SELECT count(*) FROM gateway_receipts WHERE device = u.value AND ts >= :since),
+    (SELECT count(*) FROM gateway_receipts WHERE device = u.value AND ts >= :since
+        AND verdict IN {_REFUSED_SQL}),
+    (SELECT max(ts) FROM gateway_receipts WHERE device = u.value),
+    (SELECT ts {_NEWEST_OK}),
+    (SELECT expected_s {_NEWEST_OK})
+    FROM json_each(:devices) AS u"""
+# The newest value of each name of each device: the names by seeks on the (device, name, ts)
+# key, then one seek per name for its newest row.
+_LATEST = """WITH RECURSIVE n(device, name) AS (
+        SELECT u.value, (SELECT min(name) FROM measurements WHERE device = u.value)
+        FROM json_each(?) AS u
+        UNION ALL SELECT n.device, (SELECT min(name) FROM measurements
+                                    WHERE device = n.device AND name > n.name)
+        FROM n WHERE n.name IS NOT NULL)
+    SELECT n.device, n.name, m.ts, m.value FROM n JOIN measurements AS m
+        ON m.device = n.device AND m.name = n.name
+        AND m.ts = (SELECT max(ts) FROM measurements WHERE device = n.device AND name = n.name)
+    ORDER BY n.device, n.name"""
+
+
+@dataclass(frozen=True)
+class ReceiptStats:
+    """A device's receipts: counts since a time, and its newest ones (UTC text, None: none)."""
+
+    device: str
+    family: str
+    received: int  # receipts since `since`
+    refused: int  # of those, verdict bad or failed
+    last_received: str | None
+    last_ok: str | None  # the newest receipt not refused (ok, partial or unknown)
+    expected_s: float | None  # of that receipt (TCP: expectedWakeupTime; pull: none)
+
+
+@dataclass(frozen=True)
+class LatestValue:
+    name: str
+    ts: str
+    value: float
+
+
+def receipt_devices(conn: sqlite3.Connection) -> dict[str, str]:
+    """Every device with a receipt, and its family."""
+    return dict(conn.execute(_DEVICES.format(table="gateway_receipts")).fetchall())
+
+
+def measurement_devices(conn: sqlite3.Connection) -> list[str]:
+    """Every device with a measurement, sorted."""
+    return [device for device, _ in conn.execute(_DEVICES.format(table="measurements"))]
+
+
+def receipt_stats(conn: sqlite3.Connection, devices: Iterable[str], since: str
+                  ) -> dict[str, ReceiptStats]:
+    """Receipt counts since `since` (UTC text) and the newest receipts of each device that has
+    any."""
+    rows = conn.execute(_RECEIPT_STATS, {"devices": json.dumps(sorted(set(devices))),
+                                         "since": since})
+    return {row[0]: ReceiptStats(*row) for row in rows if row[1] is not None}
+
+
+def latest_values(conn: sqlite3.Connection, devices: Iterable[str]
+                  ) -> dict[str, list[LatestValue]]:
+    """The newest value of every name of each device, by name."""
+    latest: dict[str, list[LatestValue]] = {}
+    for device, name, ts, value in conn.execute(_LATEST, (json.dumps(sorted(set(devices))),)):
+        latest.setdefault(device, []).append(LatestValue(name, ts, value))
+    return latest
+
+
+def recent_receipts(conn: sqlite3.Connection, device: str, limit: int) -> list[Receipt]:
+    """The device's newest `limit` receipts, newest first."""
+    rows = conn.execute(
+        "SELECT source, device, family, ts, verdict, stored, expected_s, ifnull(detail, '') "
+        "FROM gateway_receipts WHERE device = ? ORDER BY ts DESC, source DESC LIMIT ?",
+        (device, limit))
+    return [Receipt(*row) for row in rows]
+
+
+def _bounds(lo: datetime | None, hi: datetime | None) -> dict[str, str]:
+    # Stored times always have microseconds: bounds written alike compare exactly as text.
+    return {"lo": lo.isoformat(timespec="microseconds") if lo else "",
+            "hi": hi.isoformat(timespec="microseconds") if hi else "~"}
+
+
+# The long table of measurements (a row per value), for the API's CSV and JSON (streamed by
+# toolchain.export) and research.measurements (which pivots it).
+MEASUREMENTS = Table(
+    name="measurements",
+    source="measurements",
+    columns=(Column("time", "s.ts || 'Z'", "time"), Column("device", "s.device", "text"),
+             Column("name", "s.name", "text"), Column("value", "s.value", "real")),
+    needs=frozenset({"device", "ts", "name", "value"}),
+    where="s.device = :unit AND s.ts >= :lo AND s.ts < :hi "
+          "AND (:names IS NULL OR s.name IN (SELECT value FROM json_each(:names)))",
+    order="s.ts, s.name",
+    bounds=_bounds,
+    units=measurement_devices,
+)
+
+
+def measurement_batches(conn: sqlite3.Connection, devices: str | Iterable[str] | None = None,
+                        start: TimeLike = None, end: TimeLike = None,
+                        names: Iterable[str] | None = None, *, encoding: str | None = None,
+                        size: int = BATCH_ROWS) -> Iterator[list[tuple]]:
+    """MEASUREMENTS rows of `devices` (None: all) in [start, end), by device then time.
+
+    A row is a value per column, or with an `encoding` (csv, json) the pieces its line is
+    joined from (see research_tables.batches). Checks the arguments and the schema at once,
+    before the first batch is asked for.
+    """
+    lo, hi = time_range(start, end)
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(measurements)")}
+    except sqlite3.DatabaseError as exc:
+        raise ResearchError(f"not a readable SQLite database: {exc}") from exc
+    if not MEASUREMENTS.needs <= columns:
+        raise ResearchError("not a co2unit database, or one from before the gateways (run "
+                            "`co2unit-server import` on it): it has no measurements table")
+    chosen = measurement_devices(conn) if devices is None else sorted(_texts(devices, "devices"))
+    wanted = None if names is None else json.dumps(sorted(_texts(names, "names")))
+    sql = MEASUREMENTS.query(encoding)
+
+    def rows() -> Iterator[list[tuple]]:
+        for device in chosen:
+            cursor = conn.execute(sql, {"unit": device, "names": wanted, **_bounds(lo, hi)})
+            while batch := cursor.fetchmany(size):
+                yield batch
+
+    return rows()
+
+
+def _texts(given: str | Iterable[str], what: str) -> set[str]:
+    """One name or several (none: nothing is read), as a set; ResearchError for anything else."""
+    if isinstance(given, str):
+        chosen = [given]
+    elif isinstance(given, Iterable):
+        chosen = list(given)
+    else:
+        chosen = [given]
+    if not all(isinstance(n, str) and n for n in chosen):
+        raise ResearchError(f"{what} must be one name or a list of names, got {given!r}")
+    return set(chosen)

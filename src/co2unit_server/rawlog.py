@@ -7,11 +7,11 @@ milliseconds) before its values are stored. One readable line each, tab-separate
     ts  peer  end  verdict  detail  payload
 
 `ts` is the UTC receive time ('YYYY-MM-DDTHH:MM:SS.ffffff'), `peer` the device's address (or
-the polled URL), `end` how the exchange ended (`eof`, `timeout`, `too-large` for TCP; the HTTP
-status or `-` for a poll without answer), `verdict` what the gateway made of it (VERDICTS),
-`detail` why (empty when ok), `payload` `hex:<bytes>` or `text:<text>` (text only when it is
-printable UTF-8 on one line). The importer reads the same lines, so a row lost between log and
-table comes back, and a database rebuilt from the logs alone is the same.
+the polled URL), `end` how the exchange ended (`eof`, `timeout`, `reset`, `too-large` for
+TCP; the HTTP status or `-` for a poll without answer), `verdict` what the gateway made of
+it (VERDICTS), `detail` why (empty when ok), `payload` `hex:<bytes>` or `text:<text>` (text
+only when it is printable UTF-8 on one line). The importer reads the same lines, so a row
+lost between log and table comes back, and a database rebuilt from the logs alone is the same.
 """
 
 from __future__ import annotations
