@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from ..measurement_store import Measurement, Receipt
@@ -144,26 +145,47 @@ def record_interval_us(header: Header, received_us: int, history: History | None
 
 @dataclass(frozen=True)
 class Decoded:
-    """A valid packet: its verdict, values (ts, name, value) and the device's new history."""
+    """A valid packet: its verdict, its new records (timed, parsed when asked) and the
+    device's new history."""
 
     header: Header
     verdict: str  # ok | unknown
     detail: str
-    values: tuple[tuple[str, str, float], ...]
     history: History
+    new: tuple[bytes, ...]  # the records not repeated from the previous packet, oldest first
+    step_us: int  # between records; the newest is one step before the receive time
+    fmt: RecordFormat | None  # None: unknown device type, no values
+
+    @cached_property
+    def values(self) -> tuple[tuple[str, str, float], ...]:
+        """(ts, name, value) of every new record (parsed once, when first asked: the gateway
+        keeps a packet before it parses it)."""
+        if self.fmt is None:
+            return ()
+        names, end_us, n = self.fmt.names, self.history.received_us, len(self.new)
+        values: list[tuple[str, str, float]] = []
+        for i, record in enumerate(self.new):
+            ts = ts_text(end_us - (n - i) * self.step_us)
+            values += zip([ts] * len(names), names, self.fmt.decode(record), strict=True)
+        return tuple(values)
+
+    @property
+    def stored(self) -> int:
+        """How many values the packet gives."""
+        return len(self.new) * len(self.fmt.names) if self.fmt else 0
 
     def measurements(self, device: str, source: str) -> list[Measurement]:
         return [Measurement(device, FAMILY, ts, name, value, source)
                 for ts, name, value in self.values]
 
     def receipt(self, device: str, ts: str, source: str) -> Receipt:
-        return Receipt(source, device, FAMILY, ts, self.verdict, len(self.values),
+        return Receipt(source, device, FAMILY, ts, self.verdict, self.stored,
                        float(self.header.wake_s), self.detail)
 
 
 def decode(packet: bytes, received_us: int, history: History | None,
            registry: dict[int, RecordFormat]) -> Decoded:
-    """Check, split, de-duplicate, time and parse a packet; PacketError when it is bad."""
+    """Check, split, de-duplicate and time a packet; PacketError when it is bad."""
     header = check(packet, registry)
     size = header.record_bytes
     records = tuple(packet[i:i + size] for i in range(HEADER.size, len(packet), size))
@@ -171,19 +193,43 @@ def decode(packet: bytes, received_us: int, history: History | None,
     repeated = repeated_records(history.records if history else (), records, full)
     new = records[repeated:]
     step = record_interval_us(header, received_us, history, len(new))
-    times = [ts_text(received_us - (len(new) - i) * step) for i in range(len(new))]
     notes = [f"resent: its first {repeated} records repeat the previous packet"] if repeated else []
     fmt = registry.get(header.device_id)
-    values: list[tuple[str, str, float]] = []
     if fmt is None:
-        verdict = "unknown"
         notes.append(f"no record format for deviceID {header.device_id} (tcp_device_types)")
-    else:
-        verdict = "ok"
-        for ts, record in zip(times, new, strict=True):
-            values += zip([ts] * len(fmt.names), fmt.names, fmt.decode(record), strict=True)
-    return Decoded(header, verdict, "; ".join(notes), tuple(values),
-                   History(received_us, records))
+    return Decoded(header, "ok" if fmt else "unknown", "; ".join(notes),
+                   History(received_us, records), new, step, fmt)
+
+
+# How a read can end (the raw log's `end`). Only the device's close (eof) surely ends a
+# packet; a whole one (as long as its header says) that ended otherwise is still taken: its
+# FIN may be lost while the device, its write done, deleted the records and went to sleep.
+END_EOF = "eof"
+END_TOO_LARGE = "too-large"  # cut at tcp_max_packet_bytes: never whole, whatever it says
+END_REASONS = {"timeout": "the device did not close the connection in time",
+               "reset": "the connection was reset",
+               END_TOO_LARGE: "longer than tcp_max_packet_bytes, cut there"}
+
+
+def decode_received(packet: bytes, end: str, received_us: int, history: History | None,
+                    registry: dict[int, RecordFormat]) -> Decoded:
+    """decode() of a packet as its read ended (the gateway and the importer must agree)."""
+    if end == END_EOF:
+        return decode(packet, received_us, history, registry)
+    reason = END_REASONS.get(end, f"read ended by {end!r}")
+    if end == END_TOO_LARGE:
+        raise PacketError(reason)
+    try:
+        decoded = decode(packet, received_us, history, registry)
+    except PacketError as exc:
+        raise PacketError(f"{reason}; {exc}") from None
+    detail = "; ".join(filter(None, (f"{reason}, but the packet is whole", decoded.detail)))
+    return replace(decoded, detail=detail)
+
+
+def bad_receipt(device: str, ts: str, source: str, error: PacketError) -> Receipt:
+    """The receipt of a packet kept raw because it is bad."""
+    return Receipt(source, device, FAMILY, ts, "bad", 0, None, str(error))
 
 
 def interpret(line: RawLine, device: str, source: str, history: History | None,
@@ -191,9 +237,9 @@ def interpret(line: RawLine, device: str, source: str, history: History | None,
                                                           History | None]:
     """A raw log line's receipt, values and the device's history after it (for the importer)."""
     try:
-        decoded = decode(line.payload, ts_us(line.ts), history, registry)
+        decoded = decode_received(line.payload, line.end, ts_us(line.ts), history, registry)
     except PacketError as exc:
-        return Receipt(source, device, FAMILY, line.ts, "bad", 0, None, str(exc)), [], history
+        return bad_receipt(device, line.ts, source, exc), [], history
     return (decoded.receipt(device, line.ts, source), decoded.measurements(device, source),
             decoded.history)
 

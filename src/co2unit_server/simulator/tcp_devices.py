@@ -1,0 +1,558 @@
+"""`co2unit-server simulate-tcp`: simulated weather stations against the TCP gateway, verified.
+
+Each station behaves as the UltraLowPower_WeatherStation firmware does: the ATtiny keeps
+6-byte type-1 records (lux, SI7021 humidity and temperature codes), oldest first, 58 at most
+(a new one shifts the oldest out); at every wake the ESP8266 connects, writes one packet and
+closes, and the records are deleted only when the write came back whole. Faults: outages
+(wakes without a connection, the buffer overflowing), short writes (part of the packet, then
+close: the device keeps its records), writes the server got whole but the device took for
+short (it sends them again), packets in 1-byte pieces, unknown device IDs, and stray
+garbage, under-9-byte, bad-length and bad-record-size packets from other peers.
+
+Time may be compressed (`--period`): the headers keep the devices' real intervals, so the
+verification takes every time from the gateway's raw logs, never from the simulator's clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import random
+import shutil
+import sqlite3
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .. import db
+from ..gateways import tcp_format
+from ..rawlog import RawLine, log_files, read_lines_of, ts_us
+
+RECORD = struct.Struct("<HHH")  # lux, humidity code, temperature code (SensorData)
+BUFFER_RECORDS = tcp_format.DEVICE_BUFFER_BYTES // RECORD.size  # 58
+TYPE_1 = "tsl2561-si7021"
+TYPE_1_NAMES = tcp_format.FORMATS[TYPE_1].names
+FAULTS = ("outage", "short-write", "reported-short", "pieces")
+NOISE = ("under-9", "bad-length", "bad-record-size", "zero-interval", "garbage")
+NOISE_IDS = range(250, 255)  # stray peers' "device IDs": never a station's
+MAX_STATIONS = NOISE_IDS.start - 2  # and one more ID that no station has
+OUTAGE_MAX_WAKES = 3
+SEND_TIMEOUT_S = 10.0
+ROWS_WAIT_S = 30.0
+# The SI7021 codes' resolution (its driver clears the 2 status bits) plus rounding.
+TOLERANCE = {"light": 0.0, "humidity": 0.02, "temperature": 0.02}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One measurement as the ATtiny stores it, and the values it stands for."""
+
+    seq: int
+    raw: bytes
+    values: dict[str, float]
+
+
+@dataclass
+class Sent:
+    """One connection of a station: the bytes that went out and what the device made of it."""
+
+    kind: str  # normal | short-write | reported-short | pieces
+    payload: bytes
+    seqs: tuple[int, ...]  # the records of the whole packet
+    success: bool  # the device counted the write as whole and deleted the records
+
+
+@dataclass
+class Station:
+    """One weather station: its ATtiny's record buffer and everything its ESP8266 sent."""
+
+    device_id: int
+    wake_s: int
+    every_s: int
+    rng: random.Random
+    buffer: list[Record] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    records: dict[int, Record] = field(default_factory=dict)  # every one measured, by seq
+    shifted_out: int = 0
+    outages: int = 0
+
+    @property
+    def device(self) -> str:
+        return f"esp8266-{self.device_id}"
+
+    def measure(self) -> None:
+        """The records taken while the ESP8266 slept (the ATtiny wakes it after `wake_s`)."""
+        for _ in range(math.ceil(self.wake_s / self.every_s)):
+            if len(self.buffer) == BUFFER_RECORDS:
+                self.buffer.pop(0)  # Storage::addElement shifts the oldest out
+                self.shifted_out += 1
+            record = self._record(len(self.records))
+            self.records[record.seq] = record
+            self.buffer.append(record)
+
+    def _record(self, seq: int) -> Record:
+        day = 2 * math.pi * (seq * self.every_s % 86400) / 86400
+        lux = max(0, int(20000 * math.sin(day) + self.rng.gauss(0, 50)))
+        humidity = 60 - 15 * math.sin(day) + self.rng.gauss(0, 0.3)
+        temperature = 12 + 6 * math.sin(day) + self.rng.gauss(0, 0.05)
+        humidity_code = _code((humidity + 6) * 65536 / 125)
+        temperature_code = _code((temperature + 46.85) * 65536 / 175.72)
+        return Record(seq, RECORD.pack(lux, humidity_code, temperature_code),
+                      {"light": float(lux), "humidity": humidity, "temperature": temperature})
+
+    def packet(self) -> bytes:
+        records = b"".join(r.raw for r in self.buffer)
+        header = tcp_format.HEADER.pack(len(records), self.wake_s, self.every_s, RECORD.size,
+                                        self.device_id, 3)
+        return header + records
+
+    def record_sent(self, kind: str, payload: bytes, success: bool) -> None:
+        self.sent.append(Sent(kind, payload, tuple(r.seq for r in self.buffer), success))
+        if success:
+            self.buffer.clear()  # the ESP8266's 'A': the ATtiny starts afresh
+
+
+def _code(value: float) -> int:
+    """A 16-bit SI7021 code with its two status bits cleared, as the ATtiny stores it."""
+    return min(0xFFFF, max(0, round(value))) & 0xFFFC
+
+
+def make_plan(rng: random.Random, wakes: int, faults: float, first: int = 0) -> list[str]:
+    """What happens at each wake: normal or a fault (an outage lasts 1-3 wakes). The faults
+    take turns, from FAULTS[first], so that a short run has every kind."""
+    plan: list[str] = []
+    turn = first
+    while len(plan) < wakes:
+        kind = "normal"
+        if rng.random() < faults:
+            kind, turn = FAULTS[turn % len(FAULTS)], turn + 1
+        streak = rng.randint(1, OUTAGE_MAX_WAKES) if kind == "outage" else 1
+        plan += [kind] * streak
+    return plan[:wakes]
+
+
+def noise_packet(rng: random.Random, kind: str) -> bytes:
+    """A stray peer's packet that no gateway may take for valid."""
+    device_id = rng.choice(NOISE_IDS)
+    records = rng.randint(1, 10)
+    if kind == "under-9":  # 8 bytes name a device: a stray one
+        return (rng.randbytes(7) + bytes([device_id]))[:rng.randint(0, 8)]
+    if kind == "bad-length":  # more or fewer bytes than bytesReady announces
+        body = rng.randbytes(6 * records + rng.choice((-5, -1, 1, 7)))
+        return tcp_format.HEADER.pack(6 * records, 3600, 120, 6, device_id, 3) + body
+    if kind == "bad-record-size":
+        return tcp_format.HEADER.pack(7, 3600, 120, 6, device_id, 3) + rng.randbytes(7)
+    if kind == "zero-interval":
+        return tcp_format.HEADER.pack(6, 0, 120, 6, device_id, 3) + rng.randbytes(6)
+    body = rng.randbytes(rng.randint(1, 200))  # garbage: bytesReady never matches
+    return struct.pack("<H", len(body) + 1) + rng.randbytes(5) + bytes([device_id]) + b"\0" + body
+
+
+async def send(host: str, port: int, data: bytes, pieces: bool = False) -> None:
+    """Connect, write, close; then wait for the server's close (it sends nothing)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port),
+                                            SEND_TIMEOUT_S)
+    try:
+        if pieces:
+            for i in range(len(data)):
+                writer.write(data[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        else:
+            writer.write(data)
+        await writer.drain()
+        writer.write_eof()
+        # The server closes once it has the packet: so the next one of this station is
+        # surely later in its raw log. A real device just closes and sleeps.
+        await asyncio.wait_for(reader.read(), SEND_TIMEOUT_S)
+    finally:
+        writer.close()
+
+
+@dataclass
+class SimConfig:
+    """Everything a `simulate-tcp` run can be told."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None  # None: a gateway of our own, in a temp dir
+    remote_data: Path | None = None
+    var_dir: Path | None = None
+    devices: int = 5
+    unknown: int = 1  # the last stations' IDs are not in tcp_device_types
+    packets: int = 10  # wakes per station
+    faults: float = 0.2
+    seed: int = 1
+    wake_s: int = 3600
+    every_s: int = 120
+    period_s: float = 0.5  # real seconds between a station's wakes
+    workdir: Path | None = None
+
+
+async def run_station(cfg: SimConfig, station: Station, plan: list[str], start: float) -> None:
+    loop = asyncio.get_running_loop()
+    for k, kind in enumerate(plan):
+        await asyncio.sleep(max(0.0, start + k * cfg.period_s - loop.time()))
+        station.measure()
+        if kind == "outage":
+            station.outages += 1
+            continue
+        packet = station.packet()
+        if kind == "short-write":
+            payload = packet[:station.rng.randint(1, len(packet) - 1)]
+        else:
+            payload = packet
+        await send(cfg.host, cfg.port, payload, pieces=kind == "pieces")
+        station.record_sent(kind, payload, success=kind in ("normal", "pieces"))
+
+
+async def run_noise(cfg: SimConfig, rng: random.Random, count: int,
+                    start: float) -> list[tuple[str, bytes]]:
+    """Stray packets spread over the run."""
+    loop = asyncio.get_running_loop()
+    sent = []
+    for when in sorted(rng.uniform(0, cfg.packets * cfg.period_s) for _ in range(count)):
+        await asyncio.sleep(max(0.0, start + when - loop.time()))
+        kind = rng.choice(NOISE)
+        payload = noise_packet(rng, kind)
+        await send(cfg.host, cfg.port, payload)
+        sent.append((kind, payload))
+    return sent
+
+
+def make_stations(cfg: SimConfig) -> list[Station]:
+    return [Station(i, cfg.wake_s, cfg.every_s, random.Random(f"{cfg.seed}:{i}"))
+            for i in range(1, cfg.devices + 1)]
+
+
+async def simulate(cfg: SimConfig, stations: list[Station]) -> list[tuple[str, bytes]]:
+    """Run every station's wakes and the stray peers; return the stray packets sent."""
+    rng = random.Random(cfg.seed)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    tasks = [run_station(cfg, s, make_plan(s.rng, cfg.packets, cfg.faults, s.device_id),
+                         start + rng.uniform(0, cfg.period_s)) for s in stations]
+    noise_count = round(cfg.faults * cfg.packets * len(stations))
+    *_, noise = await asyncio.gather(*tasks, run_noise(cfg, rng, noise_count, start))
+    return noise
+
+
+@dataclass
+class Verification:
+    """What the raw logs and the table say about a run."""
+
+    problems: list[str] = field(default_factory=list)
+    lines: int = 0
+    bad_lines: int = 0
+    unknown_lines: int = 0
+    accepted_records: int = 0  # in packets the device took for sent and the gateway took
+    resent_records: int = 0  # carried again and recognised as such
+    rows_expected: int = 0
+    rows_found: int = 0
+
+
+def log_lines(device_dir: Path) -> list[tuple[str, RawLine | None]]:
+    return [item for path in log_files(device_dir) for item in read_lines_of(path)]
+
+
+def table_rows(conn: sqlite3.Connection, device: str) -> dict[str, dict[tuple[str, str], float]]:
+    """A device's measurements: by source, then by (ts, name)."""
+    rows: dict[str, dict[tuple[str, str], float]] = {}
+    for source, ts, name, value in conn.execute(
+            "SELECT source, ts, name, value FROM measurements WHERE device = ?", (device,)):
+        rows.setdefault(source, {})[ts, name] = value
+    return rows
+
+
+def receipt_sources(conn: sqlite3.Connection, device: str) -> set[str]:
+    return {source for (source,) in conn.execute(
+        "SELECT source FROM gateway_receipts WHERE device = ?", (device,))}
+
+
+class StationCheck:
+    """Replays one station's raw log with tcp_format and holds the table against it."""
+
+    def __init__(self, station: Station, registry: dict[int, tcp_format.RecordFormat],
+                 known: bool | None, result: Verification) -> None:
+        self.station = station
+        self.registry = registry
+        # Only a gateway of our own tells whether the ID is in its tcp_device_types.
+        self.expected_verdict = None if known is None else "ok" if known else "unknown"
+        self.result = result
+        self.stored: dict[int, str] = {}  # record seq -> the line that stored it
+        self.accepted: set[int] = set()  # records the device took for sent, the gateway took
+
+    def problem(self, text: str) -> None:
+        self.result.problems.append(f"{self.station.device}: {text}")
+
+    def run(self, lines: list[tuple[str, RawLine | None]],
+            rows: dict[str, dict[tuple[str, str], float]], receipts: set[str]) -> None:
+        sent = [s for s in self.station.sent
+                if tcp_format.device_name(s.payload) == self.station.device]
+        earlier = len(lines) - len(sent)  # a long-lived gateway's log has older lines first
+        if earlier < 0 or [line and line.payload for _, line in lines[earlier:]] != \
+                [s.payload for s in sent]:
+            self.problem(f"its raw log does not end with the {len(sent)} packets it sent")
+            return
+        history = None
+        for _, line in lines[:earlier]:
+            if line is not None:
+                history = tcp_format.interpret(line, self.station.device, "", history,
+                                               self.registry)[2]
+        for (source, line), packet in zip(lines[earlier:], sent, strict=True):
+            assert line is not None  # its payload matched
+            self.result.lines += 1
+            if source not in receipts:
+                self.problem(f"{source} has no gateway receipt")
+            history = self.line(source, line, packet, history, rows.get(source, {}))
+        self.result.accepted_records += len(self.accepted)
+        lost = self.accepted - self.stored.keys()
+        if lost:
+            self.problem(f"{len(lost)} records sent and accepted are not in the table "
+                         f"(first: record {min(lost)})")
+
+    def line(self, source: str, line: RawLine, packet: Sent,
+             history: tcp_format.History | None,
+             found: dict[tuple[str, str], float]) -> tcp_format.History | None:
+        """Check one packet's line and rows; the device's history after it."""
+        try:
+            decoded = tcp_format.decode_received(line.payload, line.end, ts_us(line.ts),
+                                                 history, self.registry)
+        except tcp_format.PacketError as exc:
+            self.result.bad_lines += 1
+            if packet.success or line.verdict != "bad" or found:
+                self.problem(f"{source} ({packet.kind}) is {line.verdict} with {len(found)} "
+                             f"values: {exc}")
+            return history
+        if line.verdict != (self.expected_verdict or line.verdict) or line.verdict == "bad":
+            self.problem(f"{source} is {line.verdict}, expected {self.expected_verdict or 'ok'}")
+        new = packet.seqs[len(packet.seqs) - len(decoded.new):]
+        if line.verdict == "unknown":
+            self.result.unknown_lines += 1
+            if found:
+                self.problem(f"{source}: an unknown device ID's packet has values")
+            return decoded.history
+        self.result.resent_records += len(packet.seqs) - len(new)
+        if packet.success:
+            self.accepted.update(packet.seqs)
+        for seq in new:
+            if seq in self.stored:
+                self.problem(f"record {seq} stored twice: {self.stored[seq]} and {source}")
+            self.stored[seq] = source
+        self.rows(source, decoded, new, found)
+        return decoded.history
+
+    def rows(self, source: str, decoded: tcp_format.Decoded, new: tuple[int, ...],
+             found: dict[tuple[str, str], float]) -> None:
+        """The line's rows: the times the rule gives, the values the station measured."""
+        expected = {(ts, name): value for ts, name, value in decoded.values}
+        self.result.rows_expected += len(expected)
+        self.result.rows_found += len(found)
+        if found.keys() != expected.keys():
+            self.problem(f"{source}: {len(found)} rows, expected {len(expected)} at the times "
+                         "the logged receive times give")
+            return
+        per_record = len(TYPE_1_NAMES)
+        for i, (ts, name, value) in enumerate(decoded.values):
+            measured = self.station.records[new[i // per_record]].values[name]
+            if found[ts, name] != value or abs(value - measured) > TOLERANCE[name]:
+                self.problem(f"{source}: {name} at {ts} is {found[ts, name]}, "
+                             f"measured {measured:.3f}")
+                return
+
+
+def verify(stations: list[Station], noise: list[tuple[str, bytes]], remote_data: Path,
+           db_path: Path, known_ids: set[int] | None) -> Verification:
+    """Hold the raw logs and the table against what the stations and stray peers sent."""
+    registry = {s.device_id: tcp_format.FORMATS[TYPE_1] for s in stations}
+    family = remote_data / tcp_format.FAMILY
+    result = Verification()
+    try:
+        conn = db.connect_readonly(db_path)
+    except sqlite3.Error as exc:
+        result.problems.append(f"cannot open {db_path}: {exc}")
+        return result
+    try:
+        for station in stations:
+            known = None if known_ids is None else station.device_id in known_ids
+            StationCheck(station, registry, known, result).run(
+                log_lines(family / station.device), table_rows(conn, station.device),
+                receipt_sources(conn, station.device))
+        for device in [f"esp8266-{i}" for i in NOISE_IDS] + [tcp_format.UNIDENTIFIED]:
+            lines = log_lines(family / device)
+            result.lines += len(lines)
+            result.bad_lines += sum(line is not None and line.verdict == "bad"
+                                    for _, line in lines)
+            if any(line is None or line.verdict != "bad" for _, line in lines) or \
+                    table_rows(conn, device):
+                result.problems.append(f"{device}: a stray packet was not refused as bad")
+        if known_ids is not None:  # a fresh gateway: every stray packet is in a log
+            strays = sum(1 for _, p in noise if p) + sum(
+                1 for s in stations for p in s.sent
+                if tcp_format.device_name(p.payload) == tcp_format.UNIDENTIFIED)
+            logged = sum(len(log_lines(family / d)) for d in
+                         [f"esp8266-{i}" for i in NOISE_IDS] + [tcp_format.UNIDENTIFIED])
+            if strays != logged:
+                result.problems.append(f"{strays} stray packets sent, {logged} in the raw logs")
+    except sqlite3.Error as exc:
+        result.problems.append(f"cannot read {db_path}: {exc}")
+    finally:
+        conn.close()
+    return result
+
+
+def verify_when_stored(stations: list[Station], noise: list[tuple[str, bytes]],
+                       remote_data: Path, db_path: Path, known_ids: set[int] | None,
+                       wait_s: float) -> Verification:
+    """verify(), again until it passes or `wait_s` is up: a running gateway stores in batches."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        result = verify(stations, noise, remote_data, db_path, known_ids)
+        if not result.problems or time.monotonic() >= deadline:
+            return result
+        time.sleep(0.25)
+
+
+@dataclass
+class RunResult:
+    stations: list[Station]
+    noise: list[tuple[str, bytes]]
+    wall_s: float
+    verification: Verification | None
+
+    @property
+    def passed(self) -> bool:
+        return self.verification is not None and not self.verification.problems
+
+    def summary(self) -> str:
+        sent = [p for s in self.stations for p in s.sent]
+        kinds = {k: sum(p.kind == k for p in sent) for k in ("normal", *FAULTS[1:])}
+        outages = sum(s.outages for s in self.stations)
+        lines = [
+            f"stations {len(self.stations)}  wakes {len(sent) + outages} (outages {outages})"
+            f"  connections {len(sent)} ({', '.join(f'{k} {n}' for k, n in kinds.items())})",
+            f"records measured {sum(len(s.records) for s in self.stations)}  shifted out "
+            f"{sum(s.shifted_out for s in self.stations)}  still buffered "
+            f"{sum(len(s.buffer) for s in self.stations)}  stray packets {len(self.noise)}  "
+            f"wall time {self.wall_s:.1f} s",
+        ]
+        v = self.verification
+        if v is None:
+            lines.append("UNVERIFIED (give --remote-data and --var-dir with --port)")
+            return "\n".join(lines)
+        lines.append(f"raw log lines {v.lines} (bad {v.bad_lines}, unknown {v.unknown_lines})  "
+                     f"records sent and accepted {v.accepted_records}  resent records "
+                     f"recognised {v.resent_records}  rows {v.rows_found}/{v.rows_expected}")
+        lines += [f"problem: {p}" for p in v.problems[:10]]
+        lines.append("PASS" if self.passed else f"FAIL ({len(v.problems)} problems)")
+        return "\n".join(lines)
+
+
+def run_stations(cfg: SimConfig) -> RunResult:
+    """Run the stations against cfg.host:cfg.port (not verified yet)."""
+    stations = make_stations(cfg)
+    started = time.monotonic()
+    noise = asyncio.run(simulate(cfg, stations))
+    return RunResult(stations, noise, time.monotonic() - started, None)
+
+
+def run_against(cfg: SimConfig) -> RunResult:
+    """Run against a gateway already running; verify when its data dirs are given."""
+    result = run_stations(cfg)
+    if cfg.remote_data is not None and cfg.var_dir is not None:
+        result.verification = verify_when_stored(
+            result.stations, result.noise, cfg.remote_data, cfg.var_dir / "db.sqlite3", None,
+            ROWS_WAIT_S)
+    return result
+
+
+def run_own_gateway(cfg: SimConfig) -> RunResult:
+    """Start a gateway in a temp dir (or cfg.workdir), run against it, stop it, verify."""
+    from ..launcher import GatewayProcess
+
+    base = cfg.workdir or Path(tempfile.mkdtemp(prefix="simulate-tcp-"))
+    known = set(range(1, cfg.devices - cfg.unknown + 1))
+    # An empty setting means its default (ID 1): with every station unknown, name an ID none has.
+    types = ",".join(f"{i}={TYPE_1}" for i in sorted(known)) or f"{MAX_STATIONS + 1}={TYPE_1}"
+    gateway = GatewayProcess(base, {"tcp_device_types": types}, tcp=True).start()
+    try:
+        result = run_stations(replace(cfg, port=gateway.tcp_port))
+        if gateway.stop() != 0:  # a clean stop stores everything it received
+            print(gateway.log_text()[-3000:], file=sys.stderr)
+        result.verification = verify(result.stations, result.noise, gateway.remote_data,
+                                     gateway.var_dir / "db.sqlite3", known)
+        return result
+    finally:
+        gateway.kill()
+        if cfg.workdir is None:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def _share(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {raw}")
+    return value
+
+
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low}-{high}, got {raw}")
+        return value
+    return parse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=_count(1, MAX_STATIONS), default=5,
+                   help="stations, device IDs 1..N (default: %(default)s)")
+    p.add_argument("--unknown", type=_count(0, MAX_STATIONS), default=1,
+                   help="how many of them (the last IDs) are not in the gateway's "
+                   "tcp_device_types (own gateway only; default: %(default)s)")
+    p.add_argument("--packets", type=_count(1, 100000), default=10,
+                   help="wakes per station (default: %(default)s)")
+    p.add_argument("--faults", type=_share, default=0.2,
+                   help="share of wakes with a fault, and stray packets per wake "
+                   "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="seed of data and faults")
+    p.add_argument("--wake", type=_count(1, 65535), default=3600,
+                   help="expectedWakeupTime in the headers, s (default: %(default)s)")
+    p.add_argument("--every", type=_count(1, 65535), default=120,
+                   help="measurementsEvery in the headers, s (default: %(default)s)")
+    p.add_argument("--period", type=float, default=0.5,
+                   help="real seconds between a station's wakes: time compression "
+                   "(default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="the gateway (default: %(default)s)")
+    p.add_argument("--port", type=_count(1, 65535),
+                   help="the gateway's TCP port; without it, a gateway of its own is started "
+                   "in a temp dir and stopped at the end")
+    p.add_argument("--remote-data", type=Path,
+                   help="with --port: the gateway's remote_data dir, to verify the result")
+    p.add_argument("--var-dir", type=Path,
+                   help="with --port: the gateway's var dir (db.sqlite3), to verify the result")
+    p.add_argument("--workdir", type=Path,
+                   help="without --port: where the own gateway keeps its data (kept)")
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Run the stations, print the summary; exit status 1 on FAIL."""
+    if args.unknown > args.devices:
+        print("co2unit-server simulate-tcp: --unknown exceeds --devices", file=sys.stderr)
+        return 2
+    cfg = SimConfig(host=args.host, port=args.port, remote_data=args.remote_data,
+                    var_dir=args.var_dir, devices=args.devices, unknown=args.unknown,
+                    packets=args.packets, faults=args.faults, seed=args.seed,
+                    wake_s=args.wake, every_s=args.every, period_s=args.period,
+                    workdir=args.workdir)
+    try:
+        result = run_own_gateway(cfg) if cfg.port is None else run_against(cfg)
+    except (OSError, TimeoutError) as exc:  # the gateway is not there, or went away
+        print(f"co2unit-server simulate-tcp: {exc!r}\nFAIL", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0 if result.passed or result.verification is None else 1

@@ -1,0 +1,223 @@
+"""The weather stations' packets (GATEWAYS.md §1): checking, de-duplicating, timing, parsing."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import pytest
+
+from co2unit_server.gateways import tcp_format
+from co2unit_server.gateways.tcp_format import (
+    History,
+    PacketError,
+    check,
+    decode,
+    decode_received,
+    device_name,
+    history_from_log,
+    interpret,
+    parse_device_types,
+    record_interval_us,
+    repeated_records,
+)
+from co2unit_server.rawlog import RawLine, RawLog, ts_text
+
+EXAMPLE = bytes.fromhex("0c00100e7800060103" "d204ec7c9463" "dc04207da463")
+REGISTRY = parse_device_types(["1=tsl2561-si7021"])
+T = 1_767_225_600_000_000  # 2026-01-01T00:00:00 UTC, in microseconds
+S = 1_000_000
+
+
+def packet(records: list[bytes], wake: int = 3600, every: int = 120, device_id: int = 1,
+           record_bytes: int = 6) -> bytes:
+    body = b"".join(records)
+    return tcp_format.HEADER.pack(len(body), wake, every, record_bytes, device_id, 3) + body
+
+
+def records(first: int, count: int) -> list[bytes]:
+    """Distinct type-1 records: light counts up from `first`."""
+    return [struct.pack("<HHH", first + i, 31980, 25492) for i in range(count)]
+
+
+def test_the_example_gives_its_six_values_two_minutes_apart():
+    decoded = decode(EXAMPLE, T, None, REGISTRY)
+    assert decoded.verdict == "ok" and decoded.detail == ""
+    assert decoded.header == tcp_format.Header(12, 3600, 120, 6, 1, 3)
+    assert [(ts, name, round(value, 3)) for ts, name, value in decoded.values] == [
+        (ts_text(T - 240 * S), "light", 1234.0),
+        (ts_text(T - 240 * S), "humidity", 54.997),
+        (ts_text(T - 240 * S), "temperature", 21.501),
+        (ts_text(T - 120 * S), "light", 1244.0),
+        (ts_text(T - 120 * S), "humidity", 55.096),
+        (ts_text(T - 120 * S), "temperature", 21.544),
+    ]
+    assert decoded.history == History(T, (EXAMPLE[9:15], EXAMPLE[15:21]))
+    receipt = decoded.receipt("esp8266-1", ts_text(T), "tcp/esp8266-1/0000.log:1")
+    assert (receipt.verdict, receipt.stored, receipt.expected_s) == ("ok", 6, 3600.0)
+
+
+@pytest.mark.parametrize("length", range(9))
+def test_packets_under_the_header_are_bad_and_never_crash(length):
+    short = EXAMPLE[:length]
+    with pytest.raises(PacketError, match=f"{length} bytes: shorter than the 9-byte header"):
+        decode(short, T, None, REGISTRY)
+    assert device_name(short) == ("esp8266-1" if length == 8 else tcp_format.UNIDENTIFIED)
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    (EXAMPLE[:-1], "20 bytes, but the header announces 9 + bytesReady 12"),
+    (EXAMPLE + b"\0", "22 bytes, but the header announces 9 + bytesReady 12"),
+    (packet([b"\1" * 7]), "bytesReady 7 is not a whole number of 6-byte records"),
+    (packet([b"\1" * 8], record_bytes=4), "4-byte records, but device type 1"),
+    (packet([], record_bytes=0), "bytesPerMeasurement is 0"),
+    (packet(records(1, 1), wake=0), "expectedWakeupTime or measurementsEvery is 0"),
+    (packet(records(1, 1), every=0), "expectedWakeupTime or measurementsEvery is 0"),
+], ids=["truncated", "too-long", "partial-record", "record-size", "record-size-0", "wake-0",
+        "every-0"])
+def test_malformed_packets_say_why(bad, reason):
+    with pytest.raises(PacketError, match=re.escape(reason)):
+        check(bad, REGISTRY)
+
+
+def test_an_unregistered_device_id_is_valid_but_unknown():
+    decoded = decode(packet(records(1, 2), device_id=9), T, None, REGISTRY)
+    assert decoded.verdict == "unknown" and decoded.values == ()
+    assert "no record format for deviceID 9" in decoded.detail
+    assert len(decoded.history.records) == 2  # its history goes on all the same
+
+
+def test_a_whole_resent_packet_leads_the_next_one():
+    previous = records(1, 3)
+    assert repeated_records(previous, previous + records(4, 2), full=False) == 3
+    assert repeated_records(previous, previous, full=False) == 3
+
+
+def test_a_partial_repeat_counts_only_when_the_buffer_was_full():
+    previous = records(1, 30)
+    shifted = previous[2:] + records(31, 30)  # 58: the oldest 2 were shifted out
+    assert repeated_records(previous, shifted, full=False) == 0
+    assert repeated_records(previous, shifted, full=True) == 28
+
+
+def test_a_full_buffer_overlap_needs_two_records():
+    previous = records(1, 30)
+    assert repeated_records(previous, previous[-2:] + records(40, 56), full=True) == 2
+    # One record can repeat by chance (a still night): it is new, not resent.
+    assert repeated_records(previous, previous[-1:] + records(40, 57), full=True) == 0
+    assert repeated_records(previous, records(40, 58), full=True) == 0
+    assert repeated_records((), records(40, 58), full=True) == 0
+
+
+def test_decode_stores_only_the_new_records_of_a_resend():
+    first = packet(records(1, 3))
+    history = decode(first, T, None, REGISTRY).history
+    resent = decode(packet(records(1, 3) + records(4, 2)), T + 60 * S, history, REGISTRY)
+    assert len(resent.values) == 2 * 3
+    assert [v for _, name, v in resent.values if name == "light"] == [4.0, 5.0]
+    assert resent.detail == "resent: its first 3 records repeat the previous packet"
+    assert resent.receipt("d", "t", "s").stored == 6
+
+
+def test_decode_recognises_a_full_buffer_resend():
+    full_packet = packet(records(1, 58))
+    assert len(full_packet) == 357 and check(full_packet, REGISTRY).bytes_ready == 348
+    history = decode(full_packet, T, None, REGISTRY).history
+    shifted = decode(packet(records(31, 28) + records(59, 30)), T + 3600 * S, history,
+                     REGISTRY)
+    assert [v for _, name, v in shifted.values if name == "light"] == list(range(59, 89))
+
+
+def test_the_interval_is_spread_when_the_previous_packet_is_on_time():
+    header = check(packet(records(1, 30)), REGISTRY)
+    on_time = History(T - 3500 * S, ())
+    assert record_interval_us(header, T, on_time, 30) == 3500 * S // 30
+    # Within a third of expectedWakeupTime either way (1200 s of 3600 s).
+    assert record_interval_us(header, T, History(T - 2401 * S, ()), 10) == 2401 * S // 10
+    assert record_interval_us(header, T, History(T - 4799 * S, ()), 10) == 4799 * S // 10
+
+
+def test_the_interval_is_measurements_every_otherwise():
+    header = check(packet(records(1, 30)), REGISTRY)
+    assert record_interval_us(header, T, None, 30) == 120 * S
+    assert record_interval_us(header, T, History(T - 2399 * S, ()), 30) == 120 * S
+    assert record_interval_us(header, T, History(T - 4801 * S, ()), 30) == 120 * S
+    assert record_interval_us(header, T, History(T - 3600 * S, ()), 0) == 120 * S
+
+
+def test_decode_times_records_back_from_the_receive_time():
+    history = History(T - 3000 * S, ())
+    decoded = decode(packet(records(1, 3), wake=3000), T, history, REGISTRY)
+    assert sorted({ts for ts, _, _ in decoded.values}) == [
+        ts_text(T - 3000 * S), ts_text(T - 2000 * S), ts_text(T - 1000 * S)]
+
+
+def test_parse_device_types():
+    registry = parse_device_types(["1=tsl2561-si7021", " 200 = tsl2561-si7021 "])
+    assert set(registry) == {1, 200}
+    assert registry[200].names == ("light", "humidity", "temperature")
+    assert parse_device_types([]) == {}
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    ("1", "is not deviceID=format"),
+    ("x=tsl2561-si7021", "is not deviceID=format"),
+    ("256=tsl2561-si7021", "is not deviceID=format"),
+    ("-1=tsl2561-si7021", "is not deviceID=format"),
+    ("1=bme280", "no record format 'bme280' \\(known: tsl2561-si7021\\)"),
+])
+def test_parse_device_types_refuses(entry, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_device_types([entry])
+
+
+def test_a_read_not_ended_by_the_device_is_bad_unless_the_packet_is_whole():
+    with pytest.raises(PacketError, match="did not close the connection in time; 20 bytes"):
+        decode_received(EXAMPLE[:-1], "timeout", T, None, REGISTRY)
+    with pytest.raises(PacketError, match="connection was reset; 5 bytes"):
+        decode_received(EXAMPLE[:5], "reset", T, None, REGISTRY)
+    # Its FIN lost, the device took the write for done and deleted the records: keep them.
+    whole = decode_received(EXAMPLE, "timeout", T, None, REGISTRY)
+    assert whole.verdict == "ok" and len(whole.values) == 6
+    assert whole.detail == "the device did not close the connection in time, but the " \
+                           "packet is whole"
+    # A packet cut at the size limit is never whole, whatever its header says.
+    with pytest.raises(PacketError, match="longer than tcp_max_packet_bytes"):
+        decode_received(EXAMPLE, "too-large", T, None, REGISTRY)
+
+
+def test_interpret_gives_a_bad_receipt_and_keeps_the_history():
+    history = History(T - 10 * S, tuple(records(1, 2)))
+    line = RawLine(ts_text(T), "10.0.0.5:4000", "eof", "bad", "", EXAMPLE[:-3])
+    receipt, values, after = interpret(line, "esp8266-1", "tcp/esp8266-1/0000.log:3", history,
+                                       REGISTRY)
+    assert (receipt.verdict, receipt.stored, values, after) == ("bad", 0, [], history)
+    assert "18 bytes, but the header announces" in receipt.detail
+    line = RawLine(ts_text(T), "10.0.0.5:4000", "eof", "ok", "", EXAMPLE)
+    receipt, values, after = interpret(line, "esp8266-1", "src", None, REGISTRY)
+    assert receipt.verdict == "ok" and len(values) == 6 and values[0].source == "src"
+    assert after == History(T, (EXAMPLE[9:15], EXAMPLE[15:21]))
+
+
+def test_history_from_log_is_the_last_valid_packet(tmp_path):
+    log = RawLog(tmp_path, "tcp", rotate_bytes=200)  # small: the lines spread over files
+    device_dir = log.device_dir("esp8266-1")
+    assert history_from_log(device_dir, REGISTRY) is None
+    first, second = packet(records(1, 3)), packet(records(4, 2), device_id=9)
+    log.append("esp8266-1", RawLine(ts_text(T), "p", "eof", "ok", "", first))
+    log.append("esp8266-1", RawLine(ts_text(T + S), "p", "eof", "unknown", "", second))
+    for n in range(3):  # bad packets after it do not count
+        log.append("esp8266-1", RawLine(ts_text(T + (2 + n) * S), "p", "eof", "bad", "x",
+                                        EXAMPLE[:-1]))
+    log.close()
+    assert len(list(device_dir.iterdir())) > 1
+    with open(device_dir / "0000.log", "ab") as f:
+        f.write(b"torn line without its end")
+    assert history_from_log(device_dir, REGISTRY) == History(T + S, tuple(records(4, 2)))
+
+
+def test_history_from_log_with_only_bad_lines_is_none(tmp_path):
+    log = RawLog(tmp_path, "tcp", rotate_bytes=1 << 20)
+    log.append("esp8266-1", RawLine(ts_text(T), "p", "eof", "bad", "x", b"\0\1"))
+    log.close()
+    assert history_from_log(log.device_dir("esp8266-1"), REGISTRY) is None
