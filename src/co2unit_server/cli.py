@@ -12,6 +12,8 @@ from . import delivery, fleet_status, serve, update_publish, users
 from .config import ConfigError, describe_settings, load_config
 from .gateways import process as gateways
 from .simulator import command as simulate
+from .simulator import nodemcu as simulate_pull
+from .simulator import tcp_devices
 from .toolchain import build, export
 
 DEFAULT_INI = Path("server.ini.example")
@@ -80,7 +82,12 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
      _add_settings, _settings),
     ("simulate", "run simulated units against a server and verify nothing was lost",
      simulate.add_arguments, simulate.run),
-    ("import", "import new readings, error logs, pings and deployments into DB_DIR/db.sqlite3",
+    ("simulate-tcp", "run simulated weather stations against the TCP gateway and verify",
+     tcp_devices.add_arguments, tcp_devices.run),
+    ("simulate-pull", "run emulated NodeMCU devices against the pull collector and verify "
+     "every answer is stored once, on schedule", simulate_pull.add_arguments, simulate_pull.run),
+    ("import", "import new readings, error logs, pings, gateway raw logs and deployments into "
+     "DB_DIR/db.sqlite3",
      build.add_source_arguments, build.run_import_command),
     ("build", "import, then redraw the plots and summary pages whose data changed",
      build.add_build_arguments, build.run_build_command),
@@ -94,8 +101,9 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
      delivery.add_arguments, delivery.run),
     ("gateways", "run the enabled gateways (TCP packets, HTTP-polled devices) until stopped",
      gateways.add_arguments, gateways.run),
-    ("check", "check the deployed units for cron or Nagios: exit 0 alive, 1 late, 2 silent, "
-     "3 cannot tell", fleet_status.add_check_arguments, fleet_status.run_check),
+    ("check", "check the deployed units and watched gateway devices for cron or Nagios: exit 0 "
+     "alive, 1 late, 2 silent, 3 cannot tell", fleet_status.add_check_arguments,
+     fleet_status.run_check),
 ]
 
 

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 READY = "gateways ready"
 
 
-def _raise_open_file_limit() -> None:
+def raise_open_file_limit() -> None:
     # A raw log file and a socket per device: a fleet of a thousand passes the usual 1024.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -47,7 +47,8 @@ async def run_gateways(config: Config, stop: asyncio.Event) -> None:
     if config.pull_devices_file:
         from .pull_collector import PullCollector, read_devices_file
 
-        pull = PullCollector(config, store, read_devices_file(config.pull_devices_file))
+        devices = read_devices_file(config.pull_devices_file, config.pull_refresh_seconds)
+        pull = PullCollector(config, store, devices)
         pull_task = asyncio.create_task(pull.run())
         log.info("pull collector polling %d devices from %s", len(pull.devices),
                  config.pull_devices_file)
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print("co2unit-server gateways: no gateway enabled (set tcp_gateway_port or "
               "pull_devices_file)", file=sys.stderr)
         return 2
-    _raise_open_file_limit()
+    raise_open_file_limit()
 
     async def main() -> None:
         stop = asyncio.Event()

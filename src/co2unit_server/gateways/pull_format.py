@@ -18,6 +18,9 @@ FAMILY = "pull"
 # The DS18B20 reads -55..125 °C; the firmware averages 8 slots and a missing probe reads
 # -127, so a mean below the range has a missing probe in it and is no temperature.
 _LOWEST = {"ds18b20.temperature": -55.0}
+# Before its first sensor read the firmware answers "" for every String value, but the DS18B20
+# mean comes from a zero-initialised float array: a "0.00" beside any "" is no reading.
+_PROBE_MEAN = "ds18b20.temperature"
 
 
 class AnswerError(ValueError):
@@ -77,16 +80,21 @@ def parse_answer(status: int, body: bytes) -> Answer:
         raise AnswerError('no "nodemcu" object')
     values: list[tuple[str, float]] = []
     problems: list[str] = []
+    booting = False
     for sensor, readings in sensors.items():
         if not isinstance(readings, dict):
             problems.append(f"{sensor} is not an object")
             continue
         for key, raw in readings.items():
             name = f"{sensor}.{key}"
+            booting = booting or raw == ""
             try:
                 values.append((name, _value(name, raw)))
             except ValueError as exc:
                 problems.append(str(exc))
+    if booting and (_PROBE_MEAN, 0.0) in values:
+        values.remove((_PROBE_MEAN, 0.0))
+        problems.append(f"{_PROBE_MEAN} is 0.00 before the first read (booting)")
     if not values:
         raise AnswerError("no usable value" + (": " + "; ".join(problems) if problems else ""))
     return Answer(tuple(values), tuple(problems))

@@ -1,0 +1,316 @@
+"""The HTTP pull collector: polls NodeMCU air-state devices (GATEWAYS.md §2) on a fixed schedule.
+
+Each device is polled by a task of its own at `phase + k * interval` (the phase spreads the
+fleet over the interval, the same on every start); a poll that overruns skips the slots it
+missed. Every poll, answered or not, becomes one raw log line first (`remote_data/pull/<name>/`),
+made durable, then its values are stored. After a bad or failed poll the next one waits
+longer (doubling, up to pull_max_backoff_seconds); no device is polled again sooner than
+pull_refresh_seconds after its previous poll ended. One device's trouble never holds up another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import errno
+import logging
+import math
+import re
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ..config import Config, ConfigError
+from ..measurement_store import MeasurementStore
+from ..rawlog import REFUSED, GroupCommit, RawLine, RawLog, ts_text
+from .pull_format import FAMILY, interpret
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+# The firmware's answer is under 1 KB; a device sending more is broken, not worth the memory.
+MAX_ANSWER_BYTES = 64 * 1024
+_US = 1_000_000
+# Beyond 2^32 intervals the wait is capped by pull_max_backoff_seconds anyway.
+_MAX_DOUBLINGS = 32
+_OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
+               errno.EHOSTUNREACH: "host unreachable", errno.ENETUNREACH: "network unreachable",
+               errno.ETIMEDOUT: "connect timed out", errno.EPIPE: "connection reset"}
+
+
+@dataclass(frozen=True)
+class PullDevice:
+    """A polled device: its name (raw log directory and table name), URL and interval."""
+
+    name: str
+    url: str
+    interval_s: float
+
+    @property
+    def interval_us(self) -> int:
+        return round(self.interval_s * _US)
+
+    @property
+    def phase_us(self) -> int:
+        """Where in each interval its polls fall: spread by name, the same on every start."""
+        return zlib.crc32(self.name.encode()) * self.interval_us >> 32
+
+    def slot_index(self, at_us: int) -> int:
+        """The index of its first slot at or after `at_us` (µs since 1970, UTC)."""
+        return -((self.phase_us - at_us) // self.interval_us)
+
+    def slot_us(self, index: int) -> int:
+        return self.phase_us + index * self.interval_us
+
+    def lateness_s(self, at_us: int) -> float:
+        """How long after its nearest slot `at_us` is (negative: before it)."""
+        offset = (at_us - self.phase_us) % self.interval_us
+        if offset * 2 > self.interval_us:
+            offset -= self.interval_us
+        return offset / _US
+
+
+def _parse_device(line: str, min_interval_s: float) -> PullDevice:
+    fields = line.rstrip("\r\n").split("\t")
+    if len(fields) != 3:
+        raise ValueError(f"expected name<TAB>URL<TAB>interval seconds, found {len(fields)} "
+                         "tab-separated field(s)")
+    name, url, interval = (f.strip() for f in fields)
+    if not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"device name {name!r} is not a safe directory name "
+                         "(letters, digits, '.', '_', '-'; not '.' or '..')")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"URL {url!r} is not an http:// or https:// URL with a host")
+    try:
+        interval_s = float(interval)
+    except ValueError:
+        raise ValueError(f"interval {interval!r} is not a number of seconds") from None
+    if not (math.isfinite(interval_s) and interval_s > 0):
+        raise ValueError(f"interval {interval!r} is not a positive number of seconds")
+    if interval_s < min_interval_s:
+        raise ValueError(f"interval {interval_s:g} s is below pull_refresh_seconds "
+                         f"({min_interval_s:g} s): the device's values would not have changed")
+    return PullDevice(name, url, interval_s)
+
+
+def read_devices_file(path: Path, min_interval_s: float = 0.0) -> list[PullDevice]:
+    """The devices of a TSV (name, URL, interval s; `#` comments); ConfigError names file:line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"pull_devices_file {path}: cannot read it: {exc}") from None
+    devices: list[PullDevice] = []
+    lines_of: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            device = _parse_device(line, min_interval_s)
+        except ValueError as exc:
+            raise ConfigError(f"{path}:{number}: {exc}") from None
+        if device.name in lines_of:
+            raise ConfigError(f"{path}:{number}: device name {device.name!r} is already used "
+                              f"on line {lines_of[device.name]}")
+        lines_of[device.name] = number
+        devices.append(device)
+    return devices
+
+
+def backoff_us(device: PullDevice, failures: int, max_backoff_s: float) -> int:
+    """The wait after the `failures`-th bad or failed poll in a row (never under the interval)."""
+    doubled = device.interval_us << min(failures - 1, _MAX_DOUBLINGS)
+    return max(device.interval_us, min(doubled, round(max_backoff_s * _US)))
+
+
+def next_poll_us(device: PullDevice, at_us: int, ended_us: int, failures: int,
+                 refresh_s: float, max_backoff_s: float) -> int:
+    """When to poll next, after the poll due at `at_us` that ended at `ended_us`."""
+    earliest = ended_us + round(refresh_s * _US)
+    if failures:
+        return max(at_us + backoff_us(device, failures, max_backoff_s), earliest)
+    # Back on the schedule: the next slot after this poll's, skipping those already missed.
+    return device.slot_us(max(device.slot_index(at_us + 1), device.slot_index(earliest)))
+
+
+def _failure_reason(exc: BaseException, timeout_s: float, answered: bool) -> str:
+    """Why a poll got no (complete) answer, on one line for the raw log and the log."""
+    return " ".join(_why(exc, timeout_s, answered).split())
+
+
+def _why(exc: BaseException, timeout_s: float, answered: bool) -> str:
+    if isinstance(exc, TimeoutError):
+        what = "complete answer" if answered else "answer"
+        return f"timeout: no {what} within {timeout_s:g} s"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection closed without an answer"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"answer cut short: {exc}"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"not an HTTP answer: {exc.message}"
+    os_error = getattr(exc, "os_error", exc)
+    reason = _OS_REASONS.get(getattr(os_error, "errno", None) or -1)
+    if reason:
+        return reason
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One poll's outcome: HTTP status (None: no answer), body, why it failed, when it ended."""
+
+    status: int | None
+    body: bytes
+    failure: str
+    ended_us: int
+
+    def raw_line(self, device: PullDevice) -> RawLine:
+        """The raw log line, its verdict decided by pull_format.interpret as the importer does."""
+        end = "-" if self.status is None else str(self.status)
+        provisional = RawLine(ts_text(self.ended_us), device.url, end,
+                              "failed" if self.failure else "ok", self.failure,
+                              b"" if self.failure else self.body)
+        receipt, _ = interpret(provisional, device.name, "")
+        return dataclasses.replace(provisional, verdict=receipt.verdict, detail=receipt.detail)
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_ANSWER_BYTES:
+        chunk = await response.content.read(MAX_ANSWER_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    body = b"".join(chunks)
+    if len(body) > MAX_ANSWER_BYTES:
+        log.warning("pull %s: answer longer than %d bytes, kept cut", response.url,
+                    MAX_ANSWER_BYTES)
+    return body[:MAX_ANSWER_BYTES]
+
+
+class _Clock:
+    """UTC µs read from the monotonic loop clock: a wall clock step never bunches up polls."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._offset_us = time.time_ns() // 1000 - round(self._loop.time() * _US)
+
+    def now_us(self) -> int:
+        return round(self._loop.time() * _US) + self._offset_us
+
+    async def sleep_until(self, at_us: int) -> None:
+        await asyncio.sleep(max(0.0, (at_us - self.now_us()) / _US))
+
+
+class PullCollector:
+    """Polls every device on its own schedule; raw log line first, then the stored values."""
+
+    def __init__(self, config: Config, store: MeasurementStore,
+                 devices: list[PullDevice]) -> None:
+        self.config = config
+        self.store = store
+        self.devices = devices
+        self.rawlog = RawLog(config.remote_data_dir, FAMILY, config.raw_log_rotate_bytes)
+        self._commit = GroupCommit(self.rawlog.sync, config.raw_log_sync_ms / 1000)
+        self._timeout = aiohttp.ClientTimeout(total=config.pull_timeout_seconds)
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._recording: set[asyncio.Task] = set()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        # No connection cap (limit=0): hanging devices must never make others wait for a slot.
+        # A fresh connection per poll, as the firmware closes it anyway and a rebooted device
+        # would break a kept one; identity encoding, so the raw log holds the bytes as sent.
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=True)
+        return aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(), raise_for_status=False,
+            headers={"User-Agent": "co2unit-server pull collector",
+                     "Accept-Encoding": "identity"})
+
+    async def run(self) -> None:
+        """Poll every device until cancelled."""
+        self._session = self._open_session()
+        clock = _Clock()
+        self._tasks = [asyncio.create_task(self._poll_forever(device, clock),
+                                           name=f"pull {device.name}")
+                       for device in self.devices]
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self._stop_tasks()
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop polling, store what was received, close the session and the raw logs."""
+        await self._stop_tasks()
+        await asyncio.gather(*self._recording, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+        await asyncio.to_thread(self.rawlog.close)
+
+    async def _poll_forever(self, device: PullDevice, clock: _Clock) -> None:
+        at_us = device.slot_us(device.slot_index(clock.now_us()))
+        failures = 0
+        while True:
+            await clock.sleep_until(at_us)
+            verdict = await self._poll_safely(device)
+            if verdict in REFUSED:
+                failures += 1
+            elif verdict is not None:  # None: our own trouble, not the device's
+                failures = 0
+            at_us = next_poll_us(device, at_us, clock.now_us(), failures,
+                                 self.config.pull_refresh_seconds,
+                                 self.config.pull_max_backoff_seconds)
+
+    async def _poll_safely(self, device: PullDevice) -> str | None:
+        """Poll once; the verdict, or None when the collector itself failed (logged)."""
+        try:
+            return await self._poll(device)
+        except Exception:
+            log.exception("pull %s %s: the poll failed in the collector", device.name,
+                          device.url)
+            return None
+
+    async def _poll(self, device: PullDevice) -> str:
+        line = (await self._fetch(device)).raw_line(device)
+        if line.verdict != "ok":
+            level = logging.INFO if line.verdict == "partial" else logging.WARNING
+            log.log(level, "pull %s %s: %s: %s", device.name, device.url, line.verdict,
+                    line.detail)
+        # Once an answer is in, it is logged and stored even when shutdown cancels the poll.
+        record = asyncio.ensure_future(self._record(device, line))
+        self._recording.add(record)
+        record.add_done_callback(self._recording.discard)
+        await asyncio.shield(record)
+        return line.verdict
+
+    async def _fetch(self, device: PullDevice) -> Exchange:
+        assert self._session is not None
+        status = None
+        try:
+            async with self._session.get(device.url) as response:
+                status = response.status
+                body = await _read_capped(response)
+            return Exchange(status, body, "", time.time_ns() // 1000)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            reason = _failure_reason(exc, self.config.pull_timeout_seconds, status is not None)
+            return Exchange(status, b"", reason, time.time_ns() // 1000)
+
+    async def _record(self, device: PullDevice, line: RawLine) -> None:
+        # The append runs in a thread: opening a device's log reads it (to count its lines),
+        # and the loop must never wait on the disk while other polls are due.
+        source = await asyncio.to_thread(self.rawlog.append, device.name, line)
+        await self._commit.durable()
+        receipt, measurements = interpret(line, device.name, source)
+        self.store.add(receipt, measurements)

@@ -1,0 +1,125 @@
+"""The NodeMCU answers (GATEWAYS.md §2): every value by its sensor's name, unusable ones named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from co2unit_server.gateways.pull_format import FAMILY, AnswerError, interpret, parse_answer
+from co2unit_server.rawlog import RawLine
+
+EXAMPLE = (b'{"nodemcu":{"mq135":{"co":"2.56","co2":"402.08","alcohol":"0.94","nh4":"3.30",'
+           b'"aceton":"0.32","toulen":"0.38"},"bmp180":{"temperature":"28.60","pressure":'
+           b'"1006.13","seaLevelPressure":"1024.18","altitude":"149.75"},"ds18b20":'
+           b'{"temperature":"27.00"},"dht22":{"temperature":"27.90","humidity":"47.30"}}}')
+EXAMPLE_VALUES = (
+    ("mq135.co", 2.56), ("mq135.co2", 402.08), ("mq135.alcohol", 0.94), ("mq135.nh4", 3.30),
+    ("mq135.aceton", 0.32), ("mq135.toulen", 0.38), ("bmp180.temperature", 28.60),
+    ("bmp180.pressure", 1006.13), ("bmp180.seaLevelPressure", 1024.18),
+    ("bmp180.altitude", 149.75), ("ds18b20.temperature", 27.00), ("dht22.temperature", 27.90),
+    ("dht22.humidity", 47.30))
+
+
+def answer(**changes: str) -> bytes:
+    """The example answer with some values replaced ("sensor.key": "text")."""
+    document = json.loads(EXAMPLE)
+    for name, text in changes.items():
+        sensor, key = name.split(".")
+        document["nodemcu"][sensor][key] = text
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def test_example_answer_gives_every_value_by_its_sensor_name():
+    parsed = parse_answer(200, EXAMPLE)
+    assert parsed.values == EXAMPLE_VALUES
+    assert (parsed.verdict, parsed.detail) == ("ok", "")
+    # Same-named values of different sensors stay apart, never averaged.
+    temperatures = {n: v for n, v in parsed.values if n.endswith(".temperature")}
+    assert temperatures == {"bmp180.temperature": 28.6, "ds18b20.temperature": 27.0,
+                            "dht22.temperature": 27.9}
+
+
+def test_firmware_before_ds18b20_and_dht22_gives_what_it_has():
+    document = json.loads(EXAMPLE)
+    del document["nodemcu"]["ds18b20"], document["nodemcu"]["dht22"]
+    parsed = parse_answer(200, json.dumps(document).encode())
+    assert parsed.verdict == "ok"
+    assert [n for n, _ in parsed.values] == [n for n, _ in EXAMPLE_VALUES[:10]]
+
+
+@pytest.mark.parametrize("text", ["", "nan", "inf", "-inf", "ovf", "no data"])
+def test_an_unusable_value_is_left_out_and_named(text):
+    parsed = parse_answer(200, answer(**{"bmp180.pressure": text}))
+    assert parsed.verdict == "partial"
+    assert "bmp180.pressure" not in dict(parsed.values)
+    assert len(parsed.values) == len(EXAMPLE_VALUES) - 1
+    assert "bmp180.pressure is" in parsed.detail
+
+
+def test_ds18b20_mean_with_missing_probes_is_no_temperature():
+    # Seven of eight slots without a probe (-127 each) and one at 27 °C: -107.75.
+    parsed = parse_answer(200, answer(**{"ds18b20.temperature": "-107.75"}))
+    assert parsed.verdict == "partial"
+    assert "ds18b20.temperature" not in dict(parsed.values)
+    assert "missing probe" in parsed.detail
+    assert dict(parse_answer(200, answer(**{"ds18b20.temperature": "-54.50"})).values)[
+        "ds18b20.temperature"] == -54.5
+
+
+def test_booting_answer_gives_no_value_and_its_zeroed_probe_mean_is_no_reading():
+    # Until the first read every String is "", the DS18B20 mean comes from zeroed floats.
+    booting = {name: "" for name, _ in EXAMPLE_VALUES}
+    booting["ds18b20.temperature"] = "0.00"
+    with pytest.raises(AnswerError, match="no usable value.*empty \\(booting\\)"):
+        parse_answer(200, answer(**booting))
+    half = parse_answer(200, answer(**{"dht22.temperature": "", "dht22.humidity": "",
+                                       "ds18b20.temperature": "0.00"}))
+    assert "ds18b20.temperature" not in dict(half.values)
+    assert "before the first read" in half.detail
+    # Beside real values only, 0.00 °C is a temperature like any other.
+    real = parse_answer(200, answer(**{"ds18b20.temperature": "0.00"}))
+    assert dict(real.values)["ds18b20.temperature"] == 0.0 and real.verdict == "ok"
+
+
+@pytest.mark.parametrize("status, body, why", [
+    (500, EXAMPLE, "HTTP 500"),
+    (404, b"", "HTTP 404"),
+    (200, b"<html>oops</html>", "not JSON"),
+    (200, b'{"nodemcu":{"mq135":{"co":"2.5', "not JSON"),
+    (200, b"\xff\xfe\x00garbage", "not JSON"),
+    (200, b'{"esp8266":{"uptime":"12"}}', 'no "nodemcu" object'),
+    (200, b'["nodemcu"]', 'no "nodemcu" object'),
+    (200, b'{"nodemcu":{"mq135":"402"}}', "no usable value: mq135 is not an object"),
+])
+def test_answers_without_values_are_refused_with_the_reason(status, body, why):
+    with pytest.raises(AnswerError, match=why):
+        parse_answer(status, body)
+
+
+def raw(end: str, verdict: str, payload: bytes, detail: str = "") -> RawLine:
+    return RawLine("2026-05-01T12:00:00.250000", "http://10.0.0.7/circumstances", end, verdict,
+                   detail, payload)
+
+
+def test_interpret_stores_an_answers_values_at_its_time_with_its_source():
+    receipt, measurements = interpret(raw("200", "ok", EXAMPLE), "lab-1", "pull/lab-1/0000.log:3")
+    assert (receipt.verdict, receipt.stored, receipt.detail) == ("ok", 13, "")
+    assert (receipt.device, receipt.family, receipt.ts) == ("lab-1", FAMILY, raw("", "", b"").ts)
+    assert [(m.name, m.value) for m in measurements] == list(EXAMPLE_VALUES)
+    assert {(m.device, m.family, m.ts, m.source) for m in measurements} == {
+        ("lab-1", "pull", "2026-05-01T12:00:00.250000", "pull/lab-1/0000.log:3")}
+
+
+def test_interpret_partial_bad_and_failed():
+    receipt, values = interpret(raw("200", "partial", answer(**{"mq135.co": "nan"})), "d", "s")
+    assert receipt.verdict == "partial" and receipt.stored == 12 == len(values)
+    assert receipt.detail == "mq135.co is 'nan'"
+    receipt, values = interpret(raw("500", "bad", b"Internal Server Error"), "d", "s")
+    assert (receipt.verdict, receipt.detail, values) == ("bad", "HTTP 500", [])
+    receipt, values = interpret(raw("-", "failed", b"", "connection refused"), "d", "s")
+    assert (receipt.verdict, receipt.detail, receipt.stored, values) == (
+        "failed", "connection refused", 0, [])
+    # An answer cut short after its status line is failed, whatever bytes came.
+    receipt, values = interpret(raw("200", "failed", b"", "timeout"), "d", "s")
+    assert (receipt.verdict, values) == ("failed", [])
