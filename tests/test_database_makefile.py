@@ -42,8 +42,8 @@ def test_make_builds_the_database_and_every_page(tmp_path):
     tree = build_tree(tmp_path)
     done = make(tree)
     stages = [line.split(":")[0] for line in done.stdout.splitlines()]
-    assert stages == ["readings", "errors", "pings", "deployments", "data quality",
-                      "plots and pages"]
+    assert stages == ["readings", "errors", "pings", "measurements", "deployments",
+                      "data quality", "plots and pages"]
     assert {p.name for p in tree.pub_dir.iterdir()} == OUTPUTS
     assert counts(tree)["co2_readings"] == TREE_READINGS and counts(tree)["error_logs"] == 6
     conn = sqlite3.connect(tree.db_dir / "db.sqlite3")

@@ -336,7 +336,8 @@ def test_missing_deployment_file_gives_an_empty_table_and_a_message(tree, conn):
 def test_progress_line_per_stage_names_rows_and_reasons(tree, conn):
     out: list[str] = []
     import_tree(tree, conn, out)
-    assert [line.split(":")[0] for line in out] == ["readings", "errors", "pings", "deployments"]
+    assert [line.split(":")[0] for line in out] == ["readings", "errors", "pings",
+                                                    "measurements", "deployments"]
     assert f"{TREE_READINGS} new rows" in out[0] and " s" in out[0]
     assert "date before 2011 (clock not set): 2" in out[0]
     assert f"; rows lost by 1 unit: {HW_A} {sum(A_DROPPED.values())};" in out[0]

@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import db
-from ..config import load_config
+from ..config import Config, load_config
 from ..locking import file_lock
 from ..timestamps import to_epoch
 from . import plotdata, quality, summaries
 from .importer import STAGES, Sources, run_import
 from .importer.aggregates import WATERMARK
+from .importer.measurements import REGISTRY_STATE
 from .importer.store import read_state, transaction, write_state
 
 DB_NAME = "db.sqlite3"
@@ -53,6 +54,9 @@ def data_versions(conn: sqlite3.Connection) -> dict[str, str]:
     # The server inserts live pings without the importer: its rows count too.
     pings = conn.execute("SELECT ifnull(max(rowid), 0) FROM pings").fetchone()[0]
     versions["pings"] += f" rows={pings}"
+    # A new tcp_device_types reads the TCP logs again: new values, the same files. (No output
+    # is drawn from measurements yet; the gateway's live rows would need a count here then.)
+    versions["measurements"] += f" registry={read_state(conn, REGISTRY_STATE)}"
     return versions
 
 
@@ -99,9 +103,9 @@ def add_build_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="redraw every plot and page")
 
 
-def _sources(args: argparse.Namespace) -> Sources:
+def _sources(args: argparse.Namespace, config: Config) -> Sources:
     deployments = args.deployments or args.data_dir / "manual" / "deploy_durations_tiered.tsv"
-    return Sources(args.data_dir, args.db_dir, deployments)
+    return Sources(args.data_dir, args.db_dir, deployments, config.tcp_device_types)
 
 
 def _open(db_dir: Path) -> sqlite3.Connection:
@@ -114,20 +118,20 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def _import(conn: sqlite3.Connection, args: argparse.Namespace, warn_share: float) -> None:
-    reports = run_import(conn, _sources(args), out=_print)
-    quality.refresh(conn, reports, time.time(), warn_share, _print)
+def _import(conn: sqlite3.Connection, args: argparse.Namespace, config: Config) -> None:
+    reports = run_import(conn, _sources(args, config), out=_print)
+    quality.refresh(conn, reports, time.time(), config.loss_warn_share, _print)
 
 
 def _run(args: argparse.Namespace, environ: Mapping[str, str], publish: bool) -> int:
     db_path = args.db_dir / DB_NAME
-    warn_share = load_config(environ).loss_warn_share
+    config = load_config(environ)
     with locked(db_path):
         conn = _open(args.db_dir)
         try:
-            _import(conn, args, warn_share)
+            _import(conn, args, config)
             if publish:
-                _publish(conn, db_path, args, warn_share)
+                _publish(conn, db_path, args, config.loss_warn_share)
         finally:
             conn.close()
     return 0

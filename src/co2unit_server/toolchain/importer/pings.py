@@ -61,7 +61,7 @@ def parse_line(line: str, file_id: int, line_no: int, report: StageReport) -> tu
 def ping_dirs(data_dir: Path, db_dir: Path) -> list[tuple[Path, str, str]]:
     """(root, key prefix, dir) of the server's own log and copies of other servers' logs."""
     dirs = [(db_dir, "db", "pings")]
-    dirs += [(data_dir, "data", f"{rel}/var/pings") for rel in sources.subdirs(data_dir)]
+    dirs += [(data_dir, "data", f"{rel}/var/pings") for rel in sources.unit_candidates(data_dir)]
     return dirs
 
 

@@ -14,7 +14,7 @@ DROPPED_SAMPLE_CHARS = 200
 # Outcomes whose reasons are listed on the progress line, in this order; the second kind
 # only when they happened.
 _ALWAYS = ("recovered", "dropped", "nulled")
-_WHEN_ANY = ("inferred", "noted")
+_WHEN_ANY = ("updated", "inferred", "noted")
 
 
 @dataclass

@@ -22,6 +22,8 @@ REREAD = ""
 HEAD_BYTES = 4096
 TAIL_BYTES = 1024
 _DIGITS = re.compile(r"(\d+)")
+# remote_data/<family>/<device>/NNNN.log: the gateways' raw logs (rawlog.py), not CO2 units.
+GATEWAY_FAMILIES = ("tcp", "pull")
 
 
 @dataclass(frozen=True)
@@ -103,10 +105,15 @@ def find_files(root: Path, prefix: str, relative_dirs: Iterable[tuple[str, str]]
     return found
 
 
+def unit_candidates(data_dir: Path) -> list[str]:
+    """The subdirectories of the data root that may be units' (not the gateways' families)."""
+    return [name for name in subdirs(data_dir) if name not in GATEWAY_FAMILIES]
+
+
 def unit_dirs(data_dir: Path, subdir: str) -> list[tuple[str, str]]:
     """(group, relative dir) of `<unit>/<subdir>` and `<unit>/superseded/<ts>/<subdir>`."""
     dirs = []
-    for unit in subdirs(data_dir):
+    for unit in unit_candidates(data_dir):
         dirs.append((unit, f"{unit}/{subdir}"))
         for stamp in subdirs(data_dir / unit / "superseded"):
             dirs.append((unit, f"{unit}/superseded/{stamp}/{subdir}"))
