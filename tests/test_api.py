@@ -91,10 +91,11 @@ def test_readings_as_json_and_csv(client, fleet_db):
 
 
 @pytest.mark.parametrize("url,code", [
-    ("/api/units/co2unit-XYZ", "BAD_HW_ID"),
-    ("/api/units/co2unit-30aea42a50bc0", "BAD_HW_ID"),
+    # Not a hardware ID, and not even a device name.
+    ("/api/units/co2unit%20XYZ", "BAD_DEVICE_ID"),
+    ("/api/units/unit!", "BAD_DEVICE_ID"),
+    ("/fleet/caf%C3%A9", "BAD_DEVICE_ID"),
     ("/api/units/co2unit-XYZ/readings", "BAD_HW_ID"),
-    ("/fleet/co2unit-XYZ", "BAD_HW_ID"),
     ("/fleet/co2unit-XYZ/co2.svg", "BAD_HW_ID"),
     (f"/api/units/{ALIVE}/readings?format=xml", "BAD_QUERY"),
     (f"/api/units/{ALIVE}/readings?from=yesterday", "BAD_QUERY"),
@@ -117,7 +118,10 @@ def test_bad_requests_get_400_in_the_json_error_format(client, fleet_db, url, co
 
 @pytest.mark.parametrize("url", ["/api/units/co2unit-000000000000",
                                  "/api/units/co2unit-000000000000/readings",
-                                 "/fleet/co2unit-000000000000"])
+                                 "/fleet/co2unit-000000000000",
+                                 # a device name (no hardware ID): no such gateway device
+                                 "/api/units/co2unit-XYZ", "/api/units/co2unit-30aea42a50bc0",
+                                 "/fleet/co2unit-XYZ", "/api/units/esp8266-99/measurements"])
 def test_a_unit_never_seen_is_404(client, fleet_db, url):
     resp = client.get(url)
     assert resp.status_code == 404 and error_of(resp) == "NOT_FOUND"
@@ -230,3 +234,93 @@ def test_units_and_readings_over_the_real_server(uwsgi_server):
     assert reply.status == 200 and reply.body.decode().startswith("time,unit_id,nickname,")
     reply = uwsgi_server.request("GET", "/api/pings?limit=5000")
     assert reply.status == 400 and json.loads(reply.body)["error"] == "BAD_QUERY"
+
+
+# --- the gateways' devices
+
+
+@pytest.fixture
+def gateway_client(tmp_path):
+    """A client of an app whose database holds the fleet and the gateway devices."""
+    from fleet_fixtures import build_devices
+
+    from co2unit_server import create_app
+    from co2unit_server.config import load_config
+
+    config = load_config({}, remote_data_dir=tmp_path / "remote_data", var_dir=tmp_path / "var",
+                         min_free_bytes=0, pull_devices_file=tmp_path / "devices.tsv")
+    conn = build_fleet(config.db_path, time.time())
+    build_devices(conn, config.pull_devices_file, time.time())
+    return create_app(config).test_client()
+
+
+def test_units_lists_the_gateway_devices_with_their_family(gateway_client):
+    from fleet_fixtures import DEVICE_STATUS, PULL_ALIVE, TCP_ALIVE
+
+    units = gateway_client.get("/api/units").get_json()["units"]
+    assert {u["id"]: u["status"] for u in units} == {**STATUS_OF, **DEVICE_STATUS}
+    assert {u["family"] for u in units} == {"co2unit", "tcp", "pull"}
+    assert all(u["hw_id"] == u["id"] for u in units if u["family"] == "co2unit")
+    # The units first (as before), then the devices, problems first.
+    assert [u["family"] for u in units[:len(STATUS_OF)]] == ["co2unit"] * len(STATUS_OF)
+    tcp = next(u for u in units if u["id"] == TCP_ALIVE)
+    assert (tcp["status"], tcp["interval_s"], tcp["received_7d"], tcp["refused_7d"],
+            tcp["watched"]) == ("alive", 3600.0, 3, 1, True)
+    assert ISO_Z.fullmatch(tcp["last_data"]) and ISO_Z.fullmatch(tcp["last_received"])
+    assert set(tcp["values"]) == {"light", "humidity", "temperature"}
+    assert tcp["values"]["light"]["value"] == 1234.0
+    assert ISO_Z.fullmatch(tcp["values"]["light"]["time"])
+    pull = next(u for u in units if u["id"] == PULL_ALIVE)
+    assert (pull["interval_s"], pull["values"]["mq135.co2"]["value"]) == (60.0, 410.0)
+
+
+def test_a_gateway_device_with_its_receipts(gateway_client):
+    from fleet_fixtures import PULL_NEW, TCP_ALIVE
+
+    body = gateway_client.get(f"/api/units/{TCP_ALIVE}").get_json()
+    assert (body["id"], body["family"], body["status"]) == (TCP_ALIVE, "tcp", "alive")
+    assert [r["verdict"] for r in body["receipts"]] == ["ok", "bad", "ok"]
+    assert body["receipts"][0]["source"] == "tcp/esp8266-1/0000.log:2"
+    assert body["receipts"][0]["detail"] is None and body["receipts"][0]["stored"] == 3
+    assert all(ISO_Z.fullmatch(r["time"]) for r in body["receipts"])
+    listed = gateway_client.get(f"/api/units/{PULL_NEW}").get_json()
+    assert (listed["status"], listed["receipts"], listed["values"]) == ("never seen", [], {})
+
+
+def test_measurements_as_json_and_csv(gateway_client):
+    from fleet_fixtures import PULL_ALIVE, PULL_NEW, TCP_ALIVE
+
+    resp = gateway_client.get(f"/api/units/{TCP_ALIVE}/measurements")
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    rows = resp.get_json()
+    assert len(rows) == 6 and set(rows[0]) == {"time", "device", "name", "value"}
+    assert [r["time"] for r in rows] == sorted(r["time"] for r in rows)
+    assert all(ISO_Z.fullmatch(r["time"]) and r["device"] == TCP_ALIVE for r in rows)
+    newest = rows[-1]["time"]
+    resp = gateway_client.get(f"/api/units/{TCP_ALIVE}/measurements?format=csv&from={newest}"
+                              "&name=light&name=humidity,temperature")
+    assert resp.status_code == 200 and resp.mimetype == "text/csv"
+    table = list(csv.DictReader(io.StringIO(resp.get_data(as_text=True))))
+    assert [(r["name"], float(r["value"])) for r in table] == [
+        ("humidity", 54.997), ("light", 1234.0), ("temperature", 21.501)]
+    resp = gateway_client.get(f"/api/units/{TCP_ALIVE}/measurements?to={newest}&name=light")
+    assert [r["value"] for r in resp.get_json()] == [1200.0]
+    pull = gateway_client.get(f"/api/units/{PULL_ALIVE}/measurements?name=mq135.co2").get_json()
+    assert [r["value"] for r in pull] == [399.0, 402.08, 410.0]
+    assert gateway_client.get(f"/api/units/{PULL_NEW}/measurements").get_json() == []
+
+
+@pytest.mark.parametrize("query", ["format=xml", "from=yesterday", "to=2026-13-01",
+                                   "from=2026-11-05&to=2026-11-01", "name=", "name=,,"])
+def test_bad_measurement_queries_get_400(gateway_client, query):
+    resp = gateway_client.get(f"/api/units/esp8266-1/measurements?{query}")
+    assert resp.status_code == 400
+    assert error_of(resp) == "BAD_QUERY" and resp.get_json()["message"]
+
+
+def test_measurements_of_a_co2_unit_point_to_its_readings(gateway_client):
+    resp = gateway_client.get(f"/api/units/{ALIVE}/measurements")
+    assert resp.status_code == 404 and f"/api/units/{ALIVE}/readings" in resp.get_json()[
+        "message"]
+    resp = gateway_client.get("/api/units/bad%20id/measurements")
+    assert resp.status_code == 400 and error_of(resp) == "BAD_DEVICE_ID"

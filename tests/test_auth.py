@@ -21,7 +21,8 @@ from conftest import HW_ID, OTHER_HW_ID
 PASSWORD = "correct horse battery staple"
 ADMIN_PATHS = ["/", "/metrics", "/status/alive/recent", "/status/alive/summary",
                "/data/co2/summary", "/data/co2/co2_tiered_all_hires.svg", "/fleet", "/api/units",
-               "/no/such/page"]
+               "/no/such/page", "/fleet/esp8266-1", "/api/units/esp8266-1",
+               "/api/units/esp8266-1/measurements?format=csv"]
 PUSH = "/ou/{}/push-sequential/data/readings/readings-0000.tsv?offset=0"
 
 

@@ -1,4 +1,5 @@
-"""/fleet and /fleet/<hw_id> on the real server under uWSGI, checked in headless Chromium."""
+"""/fleet and /fleet/<id> on the real server under uWSGI, checked in headless Chromium; the
+gateway devices' rows and pages through Flask's test client."""
 
 from __future__ import annotations
 
@@ -8,7 +9,23 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from fleet_fixtures import ALIVE, LAB, LATE, NEVER, SILENT, STATUS_OF, UNKNOWN, build_fleet, text
+from fleet_fixtures import (
+    ALIVE,
+    DEVICE_STATUS,
+    LAB,
+    LATE,
+    NEVER,
+    PULL_ALIVE,
+    PULL_NEW,
+    SILENT,
+    STATUS_OF,
+    TCP_ALIVE,
+    TCP_SILENT,
+    UNKNOWN,
+    build_devices,
+    build_fleet,
+    text,
+)
 from toolchain_fixtures import reading
 
 from co2unit_server.launcher import ServerProcess
@@ -148,8 +165,9 @@ def test_unit_page_in_chromium(fleet_server, tmp_path):
     for hw_id in (LATE, NEVER, UNKNOWN):
         assert fleet_server.request("GET", f"/fleet/{hw_id}").status == 200
     assert fleet_server.request("GET", "/fleet/co2unit-000000000000").status == 404
+    # Not a hardware ID: the name of no gateway device either.
     reply = fleet_server.request("GET", "/fleet/co2unit-XYZ")
-    assert reply.status == 400 and reply.json()["error"] == "BAD_HW_ID"
+    assert reply.status == 404 and reply.json()["error"] == "NOT_FOUND"
 
 
 def test_co2_plot_is_cached_until_new_data_arrives(fleet_server):
@@ -205,3 +223,54 @@ def test_sorting_by_a_header_click_and_the_plot_loads(fleet_server, tmp_path):
     assert by_ping.split() == [UNKNOWN, ALIVE, LATE, SILENT, LAB, NEVER]
     assert by_ping_desc.split() == [NEVER, LAB, SILENT, LATE, ALIVE, UNKNOWN]
     assert int(width) > 500  # the CO2 plot decoded
+
+
+# --- the gateways' devices
+
+
+@pytest.fixture
+def devices_client(tmp_path):
+    """A client of an app with the fleet and the gateway devices of fleet_fixtures."""
+    from co2unit_server import create_app
+    from co2unit_server.config import load_config
+
+    config = load_config({}, remote_data_dir=tmp_path / "remote_data", var_dir=tmp_path / "var",
+                         min_free_bytes=0, pull_devices_file=tmp_path / "devices.tsv")
+    now = time.time()
+    build_devices(build_fleet(config.db_path, now), config.pull_devices_file, now)
+    return create_app(config).test_client()
+
+
+def test_fleet_page_has_a_section_of_gateway_devices(devices_client):
+    html = devices_client.get("/fleet").get_data(as_text=True)
+    assert [cells[0] for _, cells in rows_of(html, "fleet")] == [
+        SILENT, NEVER, LATE, UNKNOWN, ALIVE, LAB]  # the units' table as before
+    rows = rows_of(html, "devices")
+    assert {cells[0]: status for status, cells in rows} == DEVICE_STATUS
+    assert [cells[1] for _, cells in rows] == [DEVICE_STATUS[cells[0]] for _, cells in rows]
+    assert rows[0][1][0] == TCP_SILENT  # watched devices in trouble first
+    tcp = next(cells for _, cells in rows if cells[0] == TCP_ALIVE)
+    assert tcp[2:] == ["1.0 h", "tcp", "1.0 h",
+                       "humidity 54.997 · light 1234 · temperature 21.501", "3", "1"]
+    pull = next(cells for _, cells in rows if cells[0] == PULL_ALIVE)
+    assert pull[3:5] == ["pull", "1 min"] and pull[5].startswith("dht22.humidity 47.3")
+    assert ("9 gateway devices: 2 alive, 1 late, 2 silent, 3 never seen, 1 unknown; "
+            "5 need attention") in html
+    assert f"<a href='/fleet/{TCP_ALIVE}'>" in html
+
+
+def test_a_gateway_device_page(devices_client):
+    resp = devices_client.get(f"/fleet/{TCP_ALIVE}")
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+    html = resp.get_data(as_text=True)
+    assert f"<h1>{TCP_ALIVE} (tcp device)</h1>" in html
+    facts = [cells[0] for _, cells in rows_of(html, "status")]
+    assert facts[0] == "alive" and facts[1] == "tcp" and facts[2] == "1.0 h"
+    assert [cells[:2] for _, cells in rows_of(html, "values")] == [
+        ["humidity", "54.997"], ["light", "1234"], ["temperature", "21.501"]]
+    assert [cells[1] for _, cells in rows_of(html, "receipts")] == ["ok", "bad", "ok"]
+    assert f"/api/units/{TCP_ALIVE}/measurements?format=csv" in html
+    never = devices_client.get(f"/fleet/{PULL_NEW}").get_data(as_text=True)
+    assert "Nothing received yet." in never and "No values stored yet." in never
+    assert devices_client.get("/fleet/esp8266-99").status_code == 404
+    assert devices_client.get("/fleet/bad%20name").get_json()["error"] == "BAD_DEVICE_ID"

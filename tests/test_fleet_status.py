@@ -181,3 +181,49 @@ def test_check_command_cannot_tell(tmp_path, capsys):
     bad = tmp_path / "bad.ini"
     bad.write_text("[co2unit]\nlate_after_hours = soon\n")
     assert main(["check", "--ini", str(bad)]) == 3
+
+
+# --- the gateways' devices in `check`
+
+
+def test_check_counts_the_watched_gateway_devices(conn, cfg, tmp_path):
+    from fleet_fixtures import DEVICE_STATUS, TCP_RETIRED, build_devices
+
+    from co2unit_server import gateway_status
+
+    cfg = load_config({}, remote_data_dir=cfg.remote_data_dir, var_dir=cfg.var_dir,
+                      pull_devices_file=tmp_path / "devices.tsv")
+    build_devices(conn, cfg.pull_devices_file)
+    units = fleet_status.fleet(conn, cfg, NOW)
+    devices = gateway_status.fleet_devices(conn, cfg, NOW)
+    code, lines = fleet_status.check(units, NOW, devices)
+    assert code == 2
+    assert lines[0] == ("FLEET CRITICAL - 4 deployed units: 1 alive, 1 late, 1 silent, 1 never "
+                        "seen; 7 gateway devices: 2 alive, 1 late, 1 silent, 3 never seen")
+    assert [line.split(" (")[0] for line in lines[4:]] == [
+        "SILENT esp8266-3", "NEVER SEEN lab-2", "NEVER SEEN lab-3",
+        "NEVER SEEN esp8266-unidentified", "LATE esp8266-2"]
+    assert TCP_RETIRED in DEVICE_STATUS and not any(TCP_RETIRED in line for line in lines)
+    # Gateway devices alone: checked, even with no unit deployed.
+    conn.execute("DELETE FROM deploy_durations_tiered")
+    code, lines = fleet_status.check(fleet_status.fleet(conn, cfg, NOW), NOW, devices)
+    assert (code, lines[0].split(";")[0]) == (2, "FLEET CRITICAL - 0 deployed units")
+    alive = [d for d in devices if d.status == "alive"]
+    assert fleet_status.check([], NOW, alive) == (
+        0, ["FLEET OK - 0 deployed units; 2 gateway devices: 2 alive"])
+
+
+def test_check_command_includes_gateway_devices(tmp_path, capsys):
+    from fleet_fixtures import build_devices
+
+    ini = _ini(tmp_path)
+    devices = tmp_path / "devices.tsv"
+    ini.write_text(ini.read_text() + f"pull_devices_file = {devices}\n")
+    conn = build_fleet(tmp_path / "var" / "db.sqlite3", time.time())
+    conn.execute("DELETE FROM deploy_durations_tiered WHERE unit_id IN (?, ?, ?)",
+                 (SILENT, NEVER, LATE))
+    build_devices(conn, devices, time.time())
+    assert main(["check", "--ini", str(ini)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("FLEET CRITICAL - 1 deployed units: 1 alive; 7 gateway devices")
+    assert "NEVER SEEN lab-2 (pull device): no data ever, expected every 1 min" in out

@@ -304,3 +304,90 @@ def test_takes_an_open_connection_and_leaves_it_open(conn):
     add_reading(conn, "2026-11-01 10:00:00")
     assert len(research.readings(conn)) == 1
     assert conn.execute("SELECT count(*) FROM co2_readings").fetchone() == (1,)
+
+
+# --- measurements of the gateways' devices
+
+
+def add_values(conn: sqlite3.Connection, device: str, family: str, ts: str,
+               **values: float) -> None:
+    """Insert the values of one packet or poll at ts ('YYYY-MM-DDTHH:MM:SS.ffffff', UTC)."""
+    conn.executemany(db.INSERT_MEASUREMENT, [
+        (device, family, ts, name.replace("__", "."), value, f"{family}/{device}/0000.log:1")
+        for name, value in values.items()])
+
+
+@pytest.fixture
+def gateway_db(conn: sqlite3.Connection) -> sqlite3.Connection:
+    add_values(conn, "esp8266-1", "tcp", "2026-11-01T00:58:00.000000", light=1234.0,
+               humidity=54.997, temperature=21.501)
+    add_values(conn, "esp8266-1", "tcp", "2026-11-01T01:18:00.500000", light=1244.0,
+               humidity=55.096, temperature=21.544)
+    add_values(conn, "lab-1", "pull", "2026-11-01T01:00:00.250000", mq135__co2=402.08,
+               dht22__humidity=47.3)
+    add_values(conn, "lab-1", "pull", "2026-11-01T01:01:00.000000", mq135__co2=410.0)  # partial
+    return conn
+
+
+def test_measurements_one_row_per_device_and_time_one_column_per_name(gateway_db, tmp_path):
+    frame = research.measurements(tmp_path)
+    assert list(frame.columns) == ["device", "dht22.humidity", "humidity", "light",
+                                   "mq135.co2", "temperature"]
+    assert frame.device.tolist() == ["esp8266-1"] * 2 + ["lab-1"] * 2  # by device, then time
+    assert str(frame.index.tz) == "UTC" and frame.index.name == "time"
+    assert frame.index.dtype == "datetime64[us, UTC]"
+    assert frame.device.dtype == "str" and (frame.dtypes[1:] == "float64").all()
+    row = at(frame, "2026-11-01T01:18:00.5Z")
+    assert (row.device, row.light, row.humidity, row.temperature) == (
+        "esp8266-1", 1244.0, 55.096, 21.544)
+    assert np.isnan(row["mq135.co2"])  # another device's name
+    partial = at(frame, "2026-11-01T01:01:00Z")
+    assert partial["mq135.co2"] == 410.0 and np.isnan(partial["dht22.humidity"])
+
+
+def test_measurements_by_device_names_and_time(gateway_db, tmp_path):
+    one = research.measurements(tmp_path, "lab-1", names="mq135.co2")
+    assert list(one.columns) == ["device", "mq135.co2"] and one["mq135.co2"].tolist() == [
+        402.08, 410.0]
+    both = research.measurements(tmp_path, ["lab-1", "esp8266-1"], names=["light", "mq135.co2"],
+                                 start="2026-11-01T01:00:00.250000Z",
+                                 end=pd.Timestamp("2026-11-01T01:18:00.5", tz="UTC"))
+    assert [(t.isoformat(), d) for t, d in zip(both.index, both.device, strict=True)] == [
+        ("2026-11-01T01:00:00.250000+00:00", "lab-1"), ("2026-11-01T01:01:00+00:00", "lab-1")]
+    # Side by side, one column per device.
+    wide = research.measurements(tmp_path, names="temperature").pivot(
+        columns="device", values="temperature")
+    assert list(wide.columns) == ["esp8266-1"] and len(wide) == 2
+
+
+def test_measurements_none_found_keeps_the_device_column_and_utc_index(gateway_db, tmp_path):
+    frame = research.measurements(tmp_path, "esp8266-99")
+    assert frame.empty and list(frame.columns) == ["device"]
+    assert research.measurements(tmp_path, []).empty
+    assert list(research.measurements(tmp_path, names=[]).columns) == ["device"]
+    assert str(frame.index.tz) == "UTC" and frame.index.name == "time"
+
+
+def test_measurements_many_batches_give_the_same_frame(gateway_db, tmp_path, monkeypatch):
+    whole = research.measurements(tmp_path)
+    monkeypatch.setattr(research, "measurement_batches",
+                        functools.partial(research.measurement_batches, size=1))
+    pd.testing.assert_frame_equal(research.measurements(tmp_path), whole)
+
+
+@pytest.mark.parametrize("kwargs", [{"start": "soon"}, {"names": [""]}, {"devices": 3},
+                                    {"start": "2026-11-02", "end": "2026-11-01"}])
+def test_measurements_bad_arguments_are_research_errors(gateway_db, tmp_path, kwargs):
+    with pytest.raises(research.ResearchError):
+        research.measurements(tmp_path, **kwargs)
+
+
+def test_measurements_of_a_database_from_before_the_gateways(tmp_path):
+    old = sqlite3.connect(tmp_path / "old.sqlite3")
+    old.execute("CREATE TABLE pings (x)")
+    old.close()
+    with pytest.raises(research.ResearchError, match="no measurements table"):
+        research.measurements(tmp_path / "old.sqlite3")
+    (tmp_path / "text.sqlite3").write_text("hello, not a database" * 50)
+    with pytest.raises(research.ResearchError):
+        research.measurements(tmp_path / "text.sqlite3")

@@ -143,8 +143,8 @@ def test_internal_errors_are_json_not_a_traceback(client, config, monkeypatch):
 def test_every_route_answers_without_a_server_error(client):
     """Guards the Flask / Werkzeug / Flask-RESTful pins: each rule is reachable and handled."""
     app = client.application
-    samples = {"hw_id": HW_ID, "path": "data/readings/r.tsv", "name": "x.svg",
-               "filename": "x.css"}
+    samples = {"hw_id": HW_ID, "ident": "esp8266-1", "path": "data/readings/r.tsv",
+               "name": "x.svg", "filename": "x.css"}
     for rule in app.url_map.iter_rules():
         url = rule.rule
         for arg in rule.arguments:

@@ -11,6 +11,7 @@ class ErrorCode(Enum):
     """(HTTP status, default message) of each error code in a JSON error body."""
 
     BAD_HW_ID = (400, "hardware ID does not match the configured pattern")
+    BAD_DEVICE_ID = (400, "device names are letters, digits, '.', '_' and '-'")
     BAD_PATH = (400, "path segments must be plain names")
     BAD_OFFSET = (400, "offset must be a non-negative integer")
     BAD_QUERY = (400, "invalid query parameter")

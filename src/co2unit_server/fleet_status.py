@@ -1,6 +1,7 @@
 """The fleet at a glance: every unit with its status and figures, live.
 
-Shared by the /fleet pages, the JSON API and `co2unit-server check`. The figures come from what
+Shared by the /fleet pages, the JSON API and `co2unit-server check` (with the gateways' devices
+of gateway_status, which `check` counts too). The figures come from what
 the server keeps current itself (the pings and push_daily tables, the push store, the update
 states) and the deployment table, never from `make`'s import. A few queries whatever the size
 of the fleet, each a seek per unit on the tables' indexes (no query per unit).
@@ -18,11 +19,12 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import db
 from .config import Config, ConfigError, load_config
@@ -32,6 +34,9 @@ from .timestamps import DAY, to_epoch
 from .toolchain import plotdata
 from .toolchain.importer.sources import natural_key
 from .toolchain.research_tables import ResearchError, connection
+
+if TYPE_CHECKING:
+    from .gateway_status import DeviceRow
 
 ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN = "alive", "late", "silent", "never seen", "unknown"
 STATUSES = (ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN)
@@ -349,19 +354,32 @@ OK, WARNING, CRITICAL, UNKNOWN_EXIT = 0, 1, 2, 3
 _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN_EXIT: "UNKNOWN"}
 
 
-def check(rows: list[UnitRow], now: float) -> tuple[int, list[str]]:
-    """Exit status and lines for cron or Nagios: 0 all deployed alive, 1 late, 2 silent/never."""
+def check(rows: list[UnitRow], now: float, devices: Sequence[DeviceRow] = ()
+          ) -> tuple[int, list[str]]:
+    """Exit status and lines for cron or Nagios: 0 all deployed units and watched gateway
+    devices alive, 1 late, 2 silent/never seen (gateway_status says which devices count)."""
     deployed = [row for row in rows if row.deployed]
-    if not deployed:
+    watched = [row for row in devices if row.watched]
+    if not deployed and not watched:
         return UNKNOWN_EXIT, ["FLEET UNKNOWN - no unit is deployed now (has the deployment "
                               "table been imported? `make` in database/)"]
     problems = [row for row in deployed if row.problem]
-    code = (CRITICAL if any(row.status in (SILENT, NEVER_SEEN) for row in problems)
-            else WARNING if problems else OK)
-    counts = Counter(row.status for row in deployed)
-    head = (f"FLEET {_LABELS[code]} - {len(deployed)} deployed units: "
-            + ", ".join(f"{counts[s]} {s}" for s in STATUSES if counts[s]))
-    return code, [head] + [_problem_line(row, now) for row in problems]
+    device_problems = [row for row in watched if row.problem]
+    worst = {row.status for row in [*problems, *device_problems]}
+    code = CRITICAL if worst & {SILENT, NEVER_SEEN} else WARNING if worst else OK
+    head = f"FLEET {_LABELS[code]} - {_counted(deployed, 'deployed units')}"
+    if watched:
+        head += f"; {_counted(watched, 'gateway devices')}"
+    return code, ([head] + [_problem_line(row, now) for row in problems]
+                  + [row.problem_line(now) for row in device_problems])
+
+
+def _counted(rows: Sequence[UnitRow | DeviceRow], what: str) -> str:
+    """'4 deployed units: 1 alive, 1 late, …'."""
+    counts = Counter(row.status for row in rows)
+    return f"{len(rows)} {what}" + "".join(
+        (": " if i == 0 else ", ") + f"{counts[s]} {s}"
+        for i, s in enumerate(s for s in STATUSES if counts[s]))
 
 
 def _problem_line(row: UnitRow, now: float) -> str:
@@ -377,15 +395,19 @@ def add_check_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Print the fleet's state; exit 0 (alive), 1 (late), 2 (silent), 3 (cannot tell)."""
+    # Here, not at the top: gateway_status builds on this module.
+    from .gateway_status import fleet_devices
+
     now = time.time()
     try:
         config = load_config(environ, args.ini)
         with connection(config.db_path) as conn:
             rows = fleet(conn, config, now, with_updates=False)
+            devices = fleet_devices(conn, config, now)
     except (ConfigError, ResearchError, sqlite3.Error) as exc:
         print(f"FLEET UNKNOWN - cannot tell: {exc}")
         return UNKNOWN_EXIT
-    code, lines = check(rows, now)
+    code, lines = check(rows, now, devices)
     print("\n".join(lines))
     sys.stdout.flush()
     return code

@@ -1,4 +1,4 @@
-"""The CO2 units' data as pandas DataFrames, for researchers.
+"""The CO2 units' and the gateway devices' data as pandas DataFrames, for researchers.
 
     from co2unit_server import research
     df = research.readings("var", units="co2unit-30aea42a50bc", start="2026-11-01",
@@ -53,6 +53,22 @@ started latest wins; outside every period these four are missing:
     status               deployed, en_route or lab_check
 
 `co2unit-server export` writes the same tables as CSV or JSON for R and spreadsheets.
+
+`measurements()` gives the values of the gateways' devices (TCP weather stations named
+esp8266-<deviceID>, polled NodeMCUs named in pull_devices_file), one row per device and time,
+one float column per value name, after a first column `device`:
+
+    device               the device's name, e.g. esp8266-1
+    light, humidity,     a TCP weather station's values: lx, %RH, °C, each record timed as
+    temperature          GATEWAYS.md §1 says (back from the packet's receive time)
+    mq135.co2, ...       a polled device's values, named <sensor>.<value> (mq135.co2 ppm,
+                         bmp180.pressure hPa, dht22.humidity %RH, ds18b20.temperature °C, ...),
+                         all at the poll's time
+
+Columns are the names found (sorted); a name a device did not send at a time is NaN (a
+partial poll, or another device's name). Rows come sorted by device, then time. A single
+device is `df[df.device == "esp8266-1"]`; one value per device side by side is
+`df.pivot(columns="device", values="temperature")`.
 """
 
 from __future__ import annotations
@@ -64,6 +80,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from .measurement_store import MEASUREMENTS, measurement_batches
 from .toolchain.research_tables import (
     PINGS,
     READINGS,
@@ -75,9 +92,10 @@ from .toolchain.research_tables import (
     connection,
 )
 
-__all__ = ["DatabaseNotFoundError", "ResearchError", "pings", "readings"]
+__all__ = ["DatabaseNotFoundError", "ResearchError", "measurements", "pings", "readings"]
 
 Units = str | Iterable[str] | None
+Names = str | Iterable[str] | None
 
 
 def readings(db: str | os.PathLike | sqlite3.Connection, units: Units = None,
@@ -92,6 +110,28 @@ def pings(db: str | os.PathLike | sqlite3.Connection, units: Units = None,
     """Alive pings of `units` (a hw_id, several, or None: all) in [start, end), indexed by UTC
     time; the columns are described in the module's documentation."""
     return _frame(PINGS, db, units, start, end)
+
+
+def measurements(db: str | os.PathLike | sqlite3.Connection, devices: Units = None,
+                 start: TimeLike = None, end: TimeLike = None, names: Names = None
+                 ) -> pd.DataFrame:
+    """Values of gateway `devices` (a name, several, or None: all) in [start, end), of `names`
+    (None: all), indexed by UTC time; a `device` column, then a column per name."""
+    chunks: list[list] = [[] for _ in MEASUREMENTS.columns]
+    converters = [_CONVERT[c.kind]() for c in MEASUREMENTS.columns]
+    with connection(db) as conn:
+        for batch in measurement_batches(conn, devices, start, end, names):
+            columns = zip(*batch, strict=True)
+            for chunk, convert, values in zip(chunks, converters, columns, strict=True):
+                chunk.append(convert(values))
+    long = pd.DataFrame({c.name: _JOIN[c.kind](chunk)
+                         for c, chunk in zip(MEASUREMENTS.columns, chunks, strict=True)})
+    # (device, time) is unique per name: the table's key is (device, name, time).
+    wide = long.pivot(index=["device", "time"], columns="name", values="value")
+    wide = wide.reset_index(level="device")
+    wide.columns.name = None
+    wide["device"] = wide["device"].astype("str")
+    return wide
 
 
 def _frame(table: Table, db: str | os.PathLike | sqlite3.Connection, units: Units,

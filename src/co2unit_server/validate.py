@@ -17,6 +17,17 @@ def check_hw_id(hw_id: str, pattern: re.Pattern[str]) -> str:
     return hw_id
 
 
+# A gateway device's name: its raw log directory (esp8266-1, a polled device's configured name).
+DEVICE_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9._-]{1,128}")
+
+
+def check_device_id(name: str) -> str:
+    if not DEVICE_ID.fullmatch(name):
+        raise ApiError(ErrorCode.BAD_DEVICE_ID, f"{name[:140]!r} is neither a hardware ID nor "
+                       "a device name (letters, digits, '.', '_', '-')")
+    return name
+
+
 # Control characters and the backslash: never part of a name a unit or an admin writes.
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")
 _NOT_NAMES = ("", ".", "..")

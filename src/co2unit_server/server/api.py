@@ -1,7 +1,10 @@
-"""The JSON API for admins' tools: /api/units, /api/units/<hw_id>[/readings], /api/pings.
+"""The JSON API for admins' tools: /api/units, /api/units/<id>[/readings|/measurements],
+/api/pings.
 
-Times are ISO UTC with Z. Errors use the app's format {"error": CODE, "message": ...}; every
-bad parameter is a 400 before anything is read.
+/api/units lists the CO2 units and the gateways' devices (TCP weather stations, polled
+NodeMCUs), each with its `id` and `family` (co2unit, tcp, pull); `<id>` is a unit's hardware ID
+or a device's name. Times are ISO UTC with Z. Errors use the app's format {"error": CODE,
+"message": ...}; every bad parameter is a 400 before anything is read.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from contextlib import ExitStack
 
 from flask import Blueprint, Response, request
 
-from .. import fleet_status
+from .. import fleet_status, gateway_status
 from ..errors import ApiError, ErrorCode
 from ..fleet_status import UnitDetail, UnitRow, iso_z
+from ..gateway_status import DeviceDetail, DeviceRow
+from ..measurement_store import MEASUREMENTS, measurement_batches
 from ..toolchain.export import TEXTS
 from ..toolchain.research_tables import (
     READINGS,
@@ -25,8 +30,8 @@ from ..toolchain.research_tables import (
     parse_time,
     time_range,
 )
-from ..validate import check_hw_id
-from .fleet_pages import request_db, services
+from ..validate import check_device_id, check_hw_id
+from .fleet_pages import is_hw_id, request_db, services, unknown_id
 from .resources import json_reply
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -42,7 +47,8 @@ def bad_query(message: str) -> ApiError:
 
 def unit_json(row: UnitRow) -> dict:
     """A unit of /api/units."""
-    return {"hw_id": row.hw_id, "nickname": row.nickname, "site": row.site, "tier": row.tier,
+    return {"id": row.hw_id, "family": "co2unit", "hw_id": row.hw_id, "nickname": row.nickname,
+            "site": row.site, "tier": row.tier,
             "deployment": row.deployment, "status": row.status,
             "last_ping": iso_z(row.last_ping), "last_push": iso_z(row.last_push),
             "last_reading": iso_z(row.last_reading), "rssi_dbm": row.rssi_dbm,
@@ -66,26 +72,53 @@ def detail_json(detail: UnitDetail) -> dict:
     return body
 
 
+def device_json(row: DeviceRow) -> dict:
+    """A gateway device of /api/units; its values by name, each with its time."""
+    return {"id": row.device, "family": row.family, "status": row.status,
+            "interval_s": row.interval_s, "last_data": iso_z(row.last_data),
+            "last_received": iso_z(row.last_received), "received_7d": row.received_7d,
+            "refused_7d": row.refused_7d, "watched": row.watched,
+            "values": {v.name: {"value": v.value, "time": v.ts + "Z"} for v in row.values}}
+
+
+def device_detail_json(detail: DeviceDetail) -> dict:
+    """A device with its newest receipts (one per packet or poll), newest first."""
+    body = device_json(detail.row)
+    body["receipts"] = [{"time": r.ts + "Z", "verdict": r.verdict, "stored": r.stored,
+                         "expected_s": r.expected_s, "detail": r.detail or None,
+                         "source": r.source} for r in detail.receipts]
+    return body
+
+
 def _ping_json(p: dict) -> dict:
     return {"time": p["ping_ts"] + "Z", **{k: v for k, v in p.items() if k != "ping_ts"}}
 
 
 @bp.get("/units")
 def units() -> Response:
-    """Every unit ever seen with its status, problems first."""
+    """Every unit ever seen with its status, problems first; then the gateway devices."""
+    cfg = services().config
     with request_db() as conn:
-        rows = fleet_status.fleet(conn, services().config)
-    return json_reply({"units": [unit_json(row) for row in rows]})
+        rows = fleet_status.fleet(conn, cfg)
+        devices = gateway_status.fleet_devices(conn, cfg)
+    return json_reply({"units": [unit_json(row) for row in rows]
+                       + [device_json(row) for row in devices]})
 
 
-@bp.get("/units/<hw_id>")
-def unit(hw_id: str) -> Response:
-    """One unit with its history."""
-    hw_id = check_hw_id(hw_id, services().hw_id_pattern)
+@bp.get("/units/<ident>")
+def unit(ident: str) -> Response:
+    """One unit with its history, or one gateway device with its newest receipts."""
+    svc = services()
+    if not is_hw_id(ident):
+        with request_db() as conn:
+            device = gateway_status.device_detail(conn, svc.config, ident)
+        if device is None:
+            raise unknown_id(ident)
+        return json_reply(device_detail_json(device))
     with request_db() as conn:
-        detail = fleet_status.unit_detail(conn, services().config, hw_id)
+        detail = fleet_status.unit_detail(conn, svc.config, ident)
     if detail is None:
-        raise _unknown(hw_id)
+        raise _unknown(ident)
     return json_reply(detail_json(detail))
 
 
@@ -98,9 +131,7 @@ def readings(hw_id: str) -> Response:
     """The unit's imported readings with their deployment, streamed as JSON or CSV."""
     svc = services()
     hw_id = check_hw_id(hw_id, svc.hw_id_pattern)
-    fmt = request.args.get("format", "json")
-    if fmt not in TEXTS:
-        raise bad_query(f"unknown format {fmt!r}: use {' or '.join(TEXTS)}")
+    fmt = _format()
     start, end = request.args.get("from"), request.args.get("to")
     with ExitStack() as stack:
         conn = stack.enter_context(request_db())
@@ -114,6 +145,47 @@ def readings(hw_id: str) -> Response:
         # The connection now belongs to the response: closed when the stream ends.
         return Response(_closing(TEXTS[fmt](READINGS, rows), stack.pop_all()),
                         mimetype=MIMETYPES[fmt])
+
+
+@bp.get("/units/<ident>/measurements")
+def measurements(ident: str) -> Response:
+    """A gateway device's values, a row per value (time, device, name, value), streamed as
+    JSON or CSV; `name` (repeatable, or comma-separated) picks values by name."""
+    check_device_id(ident)
+    fmt = _format()
+    start, end = request.args.get("from"), request.args.get("to")
+    names = _names(request.args.getlist("name"))
+    with ExitStack() as stack:
+        conn = stack.enter_context(request_db())
+        try:
+            rows = measurement_batches(conn, ident, start, end, names, encoding=fmt)
+        except ResearchError as exc:
+            raise bad_query(str(exc)) from exc
+        if not gateway_status.fleet_devices(conn, services().config, devices=[ident]):
+            if services().hw_id_pattern.fullmatch(ident):
+                raise ApiError(ErrorCode.NOT_FOUND, f"{ident} is a CO2 unit: its values are "
+                               f"at /api/units/{ident}/readings")
+            raise unknown_id(ident)
+        return Response(_closing(TEXTS[fmt](MEASUREMENTS, rows), stack.pop_all()),
+                        mimetype=MIMETYPES[fmt])
+
+
+def _format() -> str:
+    fmt = request.args.get("format", "json")
+    if fmt not in TEXTS:
+        raise bad_query(f"unknown format {fmt!r}: use {' or '.join(TEXTS)}")
+    return fmt
+
+
+def _names(given: list[str]) -> list[str] | None:
+    """The names of `name=a&name=b,c`; None (all) when not given."""
+    if not given:
+        return None
+    names = [n.strip() for value in given for n in value.split(",") if n.strip()]
+    if not names:
+        raise bad_query("name is empty: give value names (temperature, mq135.co2, ...) or "
+                        "leave it out for all")
+    return names
 
 
 def _closing(texts: Iterator[str], stack: ExitStack) -> Iterator[str]:

@@ -1,4 +1,5 @@
-"""The live fleet pages: /fleet (every unit, problems first) and /fleet/<hw_id> (one unit).
+"""The live fleet pages: /fleet (every unit, problems first, then the gateways' devices) and
+/fleet/<id> (one unit, or one gateway device).
 
 Self-contained HTML (inline CSS and a few lines of inline JS for sorting), every value escaped,
 readable on a phone (the tables scroll sideways). Figures come from fleet_status, live.
@@ -14,12 +15,14 @@ from html import escape
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import fleet_plot, fleet_status
+from .. import fleet_plot, fleet_status, gateway_status
+from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..fleet_status import UnitDetail, UnitRow, ago, iso_z
+from ..gateway_status import DeviceDetail, DeviceRow
 from ..services import Services
 from ..timestamps import DAY, to_epoch
-from ..validate import check_hw_id
+from ..validate import check_device_id, check_hw_id
 
 bp = Blueprint("fleet", __name__)
 
@@ -58,6 +61,19 @@ _SORT_JS = """document.querySelectorAll("table.sortable th").forEach((th, i) => 
 
 def services() -> Services:
     return current_app.extensions["co2unit"]
+
+
+def is_hw_id(ident: str) -> bool:
+    """True for a hardware ID, False for a gateway device's name; 400 for neither."""
+    if services().hw_id_pattern.fullmatch(ident):
+        return True
+    check_device_id(ident)
+    return False
+
+
+def unknown_id(ident: str) -> ApiError:
+    return ApiError(ErrorCode.NOT_FOUND, f"no CO2 unit or gateway device {ident!r} (hardware "
+                    f"IDs match {services().hw_id_pattern.pattern!r})")
 
 
 def request_db() -> AbstractContextManager[sqlite3.Connection]:
@@ -161,6 +177,7 @@ def fleet_page() -> Response:
     now = time.time()
     with request_db() as conn:
         rows = fleet_status.fleet(conn, cfg, now)
+        devices = gateway_status.fleet_devices(conn, cfg, now)
     body = (f"<p id=summary><strong>{escape(fleet_status.summary(rows))}</strong></p>"
             f"<p class=note>As of {escape(iso_z(now) or '')}; refreshes every {REFRESH_S} s. "
             f"Alive: pinged within {cfg.late_after_hours:g} h; late: longer; silent: nothing "
@@ -171,16 +188,54 @@ def fleet_page() -> Response:
         body += table(FLEET_COLUMNS, [fleet_row(r, now) for r in rows], table_id="fleet")
     else:
         body += "<p>No units yet: no pings, pushes or deployments.</p>"
+    if devices:
+        body += _devices_section(devices, cfg, now)
     body += "<p class=note><a href='/'>Index</a> · <a href='/api/units'>JSON</a></p>"
     return page("Fleet", body, REFRESH_S)
 
 
-@bp.get("/fleet/<hw_id>")
-def unit_page(hw_id: str) -> Response:
-    """One unit: status, CO2 plot, pings, deployments, updates, files, error log."""
+# As the units' table: status and age first, what a phone shows before scrolling sideways.
+DEVICE_COLUMNS = ("device", "status", "last data", "family", "interval", "last values",
+                  "received 7 d", "refused 7 d")
+
+
+def _devices_section(rows: list[DeviceRow], cfg: Config, now: float) -> str:
+    ratio = cfg.silent_after_hours / cfg.late_after_hours
+    tcp, pull = (gateway_status.LATE_INTERVALS[f] for f in gateway_status.FAMILIES)
+    return (f"<h2>Gateway devices</h2><p id=device-summary><strong>"
+            f"{escape(gateway_status.summary(rows))}</strong></p>"
+            f"<p class=note>Weather stations over TCP (family tcp) and polled NodeMCUs "
+            f"(pull). Alive: data within {tcp:g} intervals (tcp: its expectedWakeupTime) or "
+            f"{pull:g} (pull: its interval in pull_devices_file); silent: {ratio:.2g} times "
+            "that, as for the units; never seen: no usable data yet; unknown: polled before, "
+            "no longer in pull_devices_file. Refused: bad packets or answers, failed polls. "
+            "Devices in trouble come first.</p>"
+            + table(DEVICE_COLUMNS, [device_row(r, now) for r in rows], table_id="devices"))
+
+
+def device_row(row: DeviceRow, now: float) -> str:
+    """A gateway device's <tr> on /fleet."""
+    cells = [f"<td><a href='/fleet/{escape(row.device)}'>{escape(row.device)}</a></td>",
+             f"<td data-v='{row.rank * 10 + fleet_status.STATUSES.index(row.status)}'>"
+             f"{badge(row.status)}</td>",
+             _age_cell(row.last_data, now), td(row.family),
+             td(ago(row.interval_s) if row.interval_s else None, row.interval_s, True),
+             td(gateway_status.values_text(row.values),
+                title=", ".join(f"{v.name} at {v.ts}Z" for v in row.values)),
+             td(row.received_7d, row.received_7d, True), td(row.refused_7d, row.refused_7d, True)]
+    css = " class=problem" if row.problem else ""
+    return f"<tr{css} data-status='{escape(row.status)}'>{''.join(cells)}</tr>"
+
+
+@bp.get("/fleet/<ident>")
+def unit_page(ident: str) -> Response:
+    """One unit: status, CO2 plot, pings, deployments, updates, files, error log; or one
+    gateway device: status, last values, newest receipts."""
     svc = services()
-    hw_id = check_hw_id(hw_id, svc.hw_id_pattern)
     now = time.time()
+    if not is_hw_id(ident):
+        return device_page(ident, now)
+    hw_id = ident
     with request_db() as conn:
         detail = fleet_status.unit_detail(conn, svc.config, hw_id, now)
     if detail is None:
@@ -195,6 +250,52 @@ def unit_page(hw_id: str) -> Response:
         "<p class=note><a href='/fleet'>Fleet</a> · "
         f"<a href='/api/units/{escape(hw_id)}'>JSON</a></p>"])
     return page(title, body, REFRESH_S)
+
+
+def device_page(device: str, now: float) -> Response:
+    """A gateway device's page."""
+    with request_db() as conn:
+        detail = gateway_status.device_detail(conn, services().config, device, now)
+    if detail is None:
+        raise unknown_id(device)
+    row = detail.row
+    links = (f"<p class=note><a href='/fleet'>Fleet</a> · <a href='/api/units/{escape(device)}'>"
+             f"JSON</a> · <a href='/api/units/{escape(device)}/measurements?format=csv'>"
+             "all values (CSV)</a></p>")
+    body = "".join([_device_facts(row, now), _values_section(row), _receipts_section(detail),
+                    links])
+    return page(f"{device} ({row.family} device)", body, REFRESH_S)
+
+
+def _device_facts(row: DeviceRow, now: float) -> str:
+    interval = "unknown" if row.interval_s is None else f"{ago(row.interval_s)}"
+    facts = [("status", badge(row.status)),
+             ("family", escape(row.family)),
+             ("interval", escape(interval + ("" if row.watched else " (not watched)"))),
+             ("last data", _when(row.last_data, now)),
+             ("last received", _when(row.last_received, now)),
+             ("last 7 days", escape(f"{row.received_7d} received, {row.refused_7d} refused"))]
+    items = "".join(f"<tr><th scope=row>{escape(k)}</th><td>{v}</td></tr>" for k, v in facts)
+    return f"<div class=wide><table id=status>{items}</table></div>"
+
+
+def _values_section(row: DeviceRow) -> str:
+    head = "<h2>Last values</h2>"
+    if not row.values:
+        return head + "<p>No values stored yet.</p>"
+    rows = [f"<tr>{td(v.name)}{td(f'{v.value:g}', v.value, True)}{td(v.ts + 'Z')}</tr>"
+            for v in row.values]
+    return head + table(("name", "value", "time (UTC)"), rows, table_id="values")
+
+
+def _receipts_section(detail: DeviceDetail) -> str:
+    head = f"<h2>Newest {gateway_status.RECENT_RECEIPTS} packets or polls</h2>"
+    if not detail.receipts:
+        return head + "<p>Nothing received yet.</p>"
+    rows = [f"<tr>{td(r.ts + 'Z')}{td(r.verdict)}{td(r.stored, r.stored, True)}{td(r.detail)}"
+            f"{td(r.source)}</tr>" for r in detail.receipts]
+    return head + table(("received (UTC)", "verdict", "values stored", "detail", "raw log line"),
+                        rows, table_id="receipts")
 
 
 def _status_section(row: UnitRow, now: float) -> str:
