@@ -23,7 +23,7 @@ from fleet_fixtures import (
     build_fleet,
 )
 
-from co2unit_server import gateway_status
+from co2unit_server import gateway_status, measurement_store
 from co2unit_server.config import Config, load_config
 from co2unit_server.gateway_status import DeviceRow
 
@@ -96,6 +96,13 @@ def test_counts_of_the_last_seven_days_and_last_values(conn, cfg):
     assert gateway_status.values_text(rows[TCP_ALIVE].values) == (
         "humidity 54.997 · light 1234 · temperature 21.501")
     assert rows[PULL_NEW].values == []
+
+
+def test_last_values_are_among_the_newest_values_only(conn, cfg, monkeypatch):
+    # PULL_ALIVE's humidity is the second newest value: out of a window of one.
+    monkeypatch.setattr(measurement_store, "LATEST_ROWS", 1)
+    rows = by_device(gateway_status.fleet_devices(conn, cfg, NOW))
+    assert [v.name for v in rows[PULL_ALIVE].values] == ["mq135.co2"]
 
 
 def test_one_device_and_its_detail(conn, cfg):

@@ -37,6 +37,22 @@ def test_values_and_receipts_are_stored_once(config):
             ("tcp/esp8266-1/0000.log:1", "ok", 2, 3600.0, None)]
 
 
+def test_a_batch_longer_than_one_insert_is_stored_whole(config, monkeypatch):
+    monkeypatch.setattr(measurement_store, "ROWS_PER_INSERT", 4)
+    store = open_store(config)
+    for n in range(3):  # 3 receipts of 5 values: statements of 4, 4, 4 and 3 rows
+        source = f"tcp/esp8266-1/0000.log:{n + 1}"
+        store.add(Receipt(source, "esp8266-1", "tcp", f"2026-12-06T0{n}:00:00.000000", "ok", 5,
+                          3600.0, ""),
+                  [("esp8266-1", "tcp", f"2026-12-06T0{n}:00:00.000000", f"v{i}", float(i),
+                    source) for i in range(5)])
+    assert store.flush(10)
+    with sqlite3.connect(config.db_path) as conn:
+        assert conn.execute("SELECT count(*), sum(value) FROM measurements").fetchone() == (
+            15, 30.0)
+        assert conn.execute("SELECT count(*) FROM gateway_receipts").fetchone() == (3,)
+
+
 # --- reading
 
 

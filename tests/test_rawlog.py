@@ -47,6 +47,14 @@ def test_timestamps_round_trip_exactly():
     assert rawlog.ts_us(rawlog.ts_text(us)) == us
 
 
+@pytest.mark.parametrize("first, step", [(1_764_979_200_123_456, 120_000_000),
+                                         (1_764_979_199_999_999, 7), (86_400_000_000, -3)])
+def test_a_series_of_timestamps_is_ts_text_of_each(first, step):
+    assert rawlog.ts_texts(first, step, 40) == [rawlog.ts_text(first + i * step)
+                                                for i in range(40)]
+    assert rawlog.ts_texts(first, step, 0) == []
+
+
 def test_append_numbers_lines_and_rotates(tmp_path):
     log = RawLog(tmp_path, "tcp", rotate_bytes=150)  # lines of ~96 bytes: 2 a file
     sources = [log.append("esp8266-1", line(bytes([i]) * 20)) for i in range(6)]

@@ -53,6 +53,10 @@ def test_the_example_gives_its_six_values_two_minutes_apart():
         (ts_text(T - 120 * S), "temperature", 21.544),
     ]
     assert decoded.history == History(T, (EXAMPLE[9:15], EXAMPLE[15:21]))
+    # The gateway stores rows(), the importer measurements(): the same rows.
+    rows = decoded.rows("esp8266-1", "tcp/esp8266-1/0000.log:1")
+    assert decoded.measurements("esp8266-1", "tcp/esp8266-1/0000.log:1") == rows
+    assert [(ts, name, value) for _, _, ts, name, value, _ in rows] == list(decoded.values)
     receipt = decoded.receipt("esp8266-1", ts_text(T), "tcp/esp8266-1/0000.log:1")
     assert (receipt.verdict, receipt.stored, receipt.expected_s) == ("ok", 6, 3600.0)
 

@@ -61,9 +61,10 @@ CREATE TABLE IF NOT EXISTS measurements (
     name   TEXT NOT NULL,   -- light, humidity, temperature; mq135.co2, bmp180.pressure, ...
     value  REAL NOT NULL,
     source TEXT NOT NULL,   -- raw log line: '<family>/<device>/<NNNN>.log:<line>'
-    PRIMARY KEY (device, name, ts)
+    -- By time within a device: what the readers range over, and where a device's new values
+    -- go (at its end); no second index to keep up at every insert.
+    PRIMARY KEY (device, ts, name)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS measurements_device_ts ON measurements (device, ts);
 -- One row per raw log line (a packet or a poll): what the fleet page counts.
 CREATE TABLE IF NOT EXISTS gateway_receipts (
     source      TEXT PRIMARY KEY,  -- as measurements.source

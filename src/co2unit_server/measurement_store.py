@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import NamedTuple, Protocol
 
 from . import db
@@ -32,8 +33,8 @@ from .toolchain.research_tables import (
 class Measurement(NamedTuple):
     """One value of one device at one time (a row of `measurements`).
 
-    A named tuple, not a dataclass: a packet makes 90 of them, and this is the cheaper to
-    make and is the row already."""
+    A named tuple, not a dataclass: it is the row already (and the store takes plain tuples
+    of these fields as well: the TCP gateway makes 90 rows a packet, at a third of the cost)."""
 
     device: str
     family: str
@@ -65,8 +66,9 @@ class Receipt:
 
 
 class MeasurementStore(Protocol):
-    def add(self, receipt: Receipt, measurements: Sequence[Measurement]) -> None:
-        """Queue a receipt and its values; never raises for a database problem (it is logged)."""
+    def add(self, receipt: Receipt, rows: Sequence[tuple]) -> None:
+        """Queue a receipt and its values, rows of `measurements` (a Measurement is one);
+        never raises for a database problem (it is logged)."""
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued is written (or given up); False on timeout."""
@@ -78,8 +80,23 @@ class _ReceiptWriter(BatchWriter):
     load past the busy timeout, and lose rows)."""
 
     def _write(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
-        conn.executemany(db.INSERT_MEASUREMENT, [row for _, _, rows in batch for row in rows])
-        conn.executemany(db.INSERT_RECEIPT, [receipt for _, receipt, _ in batch])
+        _insert(conn, db.INSERT_MEASUREMENT, [row for _, _, rows in batch for row in rows])
+        _insert(conn, db.INSERT_RECEIPT, [receipt for _, receipt, _ in batch])
+
+
+# Rows one INSERT takes (VALUES (...), (...), ...). SQLite lets go of the GIL for each step of
+# a statement: executemany, a step per row, has the writer thread take the GIL back from the
+# event loop after each row, a thread switch each time.
+ROWS_PER_INSERT = 500
+
+
+def _insert(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
+    """conn.executemany(sql, rows), for an INSERT of one VALUES (?, ...) group, in statements
+    of ROWS_PER_INSERT rows."""
+    group = sql[sql.rindex("("):]
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[start:start + ROWS_PER_INSERT]
+        conn.execute(sql + f", {group}" * (len(part) - 1), list(chain.from_iterable(part)))
 
 
 class SqliteMeasurementStore:
@@ -91,8 +108,8 @@ class SqliteMeasurementStore:
             "gateway receipt (and its values)",
             "in the raw log (the next import stores them) but not in", unit_at=0)
 
-    def add(self, receipt: Receipt, measurements: Sequence[Measurement]) -> None:
-        self._writer.submit((receipt.device, receipt.row(), [m.row() for m in measurements]))
+    def add(self, receipt: Receipt, rows: Sequence[tuple]) -> None:
+        self._writer.submit((receipt.device, receipt.row(), rows))
 
     def flush(self, timeout: float = 10.0) -> bool:
         return self._writer.flush(timeout)
@@ -127,18 +144,16 @@ _RECEIPT_STATS = f"""SELECT u.value,
     (SELECT ts {_NEWEST_OK}),
     (SELECT expected_s {_NEWEST_OK})
     FROM json_each(:devices) AS u"""
-# The newest value of each name of each device: the names by seeks on the (device, name, ts)
-# key, then one seek per name for its newest row.
-_LATEST = """WITH RECURSIVE n(device, name) AS (
-        SELECT u.value, (SELECT min(name) FROM measurements WHERE device = u.value)
-        FROM json_each(?) AS u
-        UNION ALL SELECT n.device, (SELECT min(name) FROM measurements
-                                    WHERE device = n.device AND name > n.name)
-        FROM n WHERE n.name IS NOT NULL)
-    SELECT n.device, n.name, m.ts, m.value FROM n JOIN measurements AS m
-        ON m.device = n.device AND m.name = n.name
-        AND m.ts = (SELECT max(ts) FROM measurements WHERE device = n.device AND name = n.name)
-    ORDER BY n.device, n.name"""
+# The newest value of each name of each device, among the device's newest LATEST_ROWS values
+# (a name none of them has is no longer measured): a seek to where those begin, a range scan
+# from there on the (device, ts, name) key, and max(ts) picks each name's row (SQLite gives
+# the other columns of an aggregate from the row max() chose).
+LATEST_ROWS = 200
+_LATEST = """SELECT m.device, m.name, max(m.ts), m.value
+    FROM json_each(:devices) AS u JOIN measurements AS m ON m.device = u.value
+        AND m.ts >= ifnull((SELECT ts FROM measurements WHERE device = u.value
+                            ORDER BY ts DESC LIMIT 1 OFFSET :rows), '')
+    GROUP BY m.device, m.name ORDER BY m.device, m.name"""
 
 
 @dataclass(frozen=True)
@@ -182,9 +197,11 @@ def receipt_stats(conn: sqlite3.Connection, devices: Iterable[str], since: str
 
 def latest_values(conn: sqlite3.Connection, devices: Iterable[str]
                   ) -> dict[str, list[LatestValue]]:
-    """The newest value of every name of each device, by name."""
+    """The newest value of each name of each device's newest LATEST_ROWS values, by name."""
     latest: dict[str, list[LatestValue]] = {}
-    for device, name, ts, value in conn.execute(_LATEST, (json.dumps(sorted(set(devices))),)):
+    rows = conn.execute(_LATEST, {"devices": json.dumps(sorted(set(devices))),
+                                  "rows": LATEST_ROWS - 1})
+    for device, name, ts, value in rows:
         latest.setdefault(device, []).append(LatestValue(name, ts, value))
     return latest
 

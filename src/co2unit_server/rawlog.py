@@ -43,6 +43,17 @@ def ts_text(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds")
 
 
+def ts_texts(first_us: int, step_us: int, count: int) -> list[str]:
+    """[ts_text(first_us + i * step_us) for i in range(count)], at half the cost: a step of a
+    datetime each, not a conversion (as exact: datetime counts whole microseconds)."""
+    at, step = _EPOCH + timedelta(microseconds=first_us), timedelta(microseconds=step_us)
+    texts = []
+    for _ in range(count):
+        texts.append(at.isoformat(timespec="microseconds"))
+        at += step
+    return texts
+
+
 def ts_us(text: str) -> int:
     """The inverse of ts_text (exact: no float on the way)."""
     return (datetime.fromisoformat(text) - _EPOCH) // _ONE_US

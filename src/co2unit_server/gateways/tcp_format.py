@@ -10,11 +10,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from functools import cached_property
 from pathlib import Path
 
 from ..measurement_store import Measurement, Receipt
-from ..rawlog import RawLine, log_files, read_lines_of, ts_text, ts_us
+from ..rawlog import RawLine, log_files, read_lines_of, ts_texts, ts_us
 
 FAMILY = "tcp"
 # bytesReady, expectedWakeupTime, measurementsEvery (uint16 LE), bytesPerMeasurement,
@@ -42,19 +41,23 @@ class Header:
 
 @dataclass(frozen=True)
 class RecordFormat:
-    """How one device type's records read: their size, value names and decoder."""
+    """How one device type's records read: their size, value names and decoder (of a block
+    of whole records at once: the values of each record, a tuple in the order of `names`)."""
 
     name: str
     record_bytes: int
     names: tuple[str, ...]
-    decode: Callable[[bytes], tuple[float, ...]]
+    decode: Callable[[bytes], list[tuple[float, ...]]]
 
 
-def _tsl2561_si7021(record: bytes) -> tuple[float, float, float]:
-    lux, humidity_code, temperature_code = struct.unpack("<HHH", record)
+_TSL2561_SI7021 = struct.Struct("<HHH")
+
+
+def _tsl2561_si7021(block: bytes) -> list[tuple[float, float, float]]:
     # The SI7021 datasheet's conversions, as the devices' own server applies them.
-    return (float(lux), 125.0 * humidity_code / 65536 - 6,
-            175.72 * temperature_code / 65536 - 46.85)
+    return [(float(lux), 125.0 * humidity_code / 65536 - 6,
+             175.72 * temperature_code / 65536 - 46.85)
+            for lux, humidity_code, temperature_code in _TSL2561_SI7021.iter_unpack(block)]
 
 
 FORMATS = {f.name: f for f in (
@@ -145,8 +148,8 @@ def record_interval_us(header: Header, received_us: int, history: History | None
 
 @dataclass(frozen=True)
 class Decoded:
-    """A valid packet: its verdict, its new records (timed, parsed when asked) and the
-    device's new history."""
+    """A valid packet: its verdict, its new records (timed and parsed when asked: the gateway
+    keeps a packet before it parses it) and the device's new history."""
 
     header: Header
     verdict: str  # ok | unknown
@@ -156,27 +159,29 @@ class Decoded:
     step_us: int  # between records; the newest is one step before the receive time
     fmt: RecordFormat | None  # None: unknown device type, no values
 
-    @cached_property
-    def values(self) -> tuple[tuple[str, str, float], ...]:
-        """(ts, name, value) of every new record (parsed once, when first asked: the gateway
-        keeps a packet before it parses it)."""
-        if self.fmt is None:
-            return ()
-        names, end_us, n = self.fmt.names, self.history.received_us, len(self.new)
-        values: list[tuple[str, str, float]] = []
-        for i, record in enumerate(self.new):
-            ts = ts_text(end_us - (n - i) * self.step_us)
-            values += zip([ts] * len(names), names, self.fmt.decode(record), strict=True)
-        return tuple(values)
-
     @property
     def stored(self) -> int:
         """How many values the packet gives."""
         return len(self.new) * len(self.fmt.names) if self.fmt else 0
 
+    def rows(self, device: str, source: str) -> list[tuple]:
+        """The new records' values as rows of `measurements` (plain tuples of Measurement's
+        fields: a third of the cost), oldest first, a record's in the order of its names."""
+        if self.fmt is None:
+            return []
+        n, names = len(self.new), self.fmt.names
+        times = ts_texts(self.history.received_us - n * self.step_us, self.step_us, n)
+        return [(device, FAMILY, ts, name, value, source)
+                for ts, values in zip(times, self.fmt.decode(b"".join(self.new)), strict=True)
+                for name, value in zip(names, values, strict=True)]
+
     def measurements(self, device: str, source: str) -> list[Measurement]:
-        return [Measurement(device, FAMILY, ts, name, value, source)
-                for ts, name, value in self.values]
+        return list(map(Measurement._make, self.rows(device, source)))
+
+    @property
+    def values(self) -> tuple[tuple[str, str, float], ...]:
+        """(ts, name, value) of each of rows()."""
+        return tuple((ts, name, value) for _, _, ts, name, value, _ in self.rows("", ""))
 
     def receipt(self, device: str, ts: str, source: str) -> Receipt:
         return Receipt(source, device, FAMILY, ts, self.verdict, self.stored,

@@ -225,6 +225,6 @@ class TcpGateway:
                                                       kept.packet), ())
             else:
                 self.store.add(kept.packet.receipt(kept.device, kept.ts, kept.source),
-                               kept.packet.measurements(kept.device, kept.source))
+                               kept.packet.rows(kept.device, kept.source))
         except Exception:  # the store logs its own problems: this is a bug, but one packet's
             log.exception("%s not stored", kept.source)
