@@ -9,10 +9,10 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from gateway_fixtures import wait_for
 
 from co2unit_server import db, rawlog
 from co2unit_server.serve import gateway_daemon, uwsgi_argv
@@ -56,13 +56,7 @@ def measurement_count(db_path: Path) -> int:
             return 0
 
 
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+
 
 
 def test_uwsgi_gets_the_gateway_as_an_attached_daemon():

@@ -12,24 +12,11 @@ import sys
 import time
 
 import pytest
+from gateway_fixtures import EXAMPLE, S, packet, records, wait_for
 
 from co2unit_server.gateways import tcp_format
 from co2unit_server.launcher import GatewayProcess
 from co2unit_server.rawlog import RawLine, log_files, read_lines_of, ts_text, ts_us
-
-EXAMPLE = bytes.fromhex("0c00100e7800060103" "d204ec7c9463" "dc04207da463")
-S = 1_000_000
-
-
-def packet(records: list[bytes], wake: int = 3600, every: int = 120, device_id: int = 1,
-           record_bytes: int = 6) -> bytes:
-    body = b"".join(records)
-    return tcp_format.HEADER.pack(len(body), wake, every, record_bytes, device_id, 3) + body
-
-
-def records(first: int, count: int) -> list[bytes]:
-    """Distinct type-1 records: light counts up from `first`."""
-    return [struct.pack("<HHH", first + i, 31980, 25492) for i in range(count)]
 
 
 def connect(gateway: GatewayProcess) -> socket.socket:
@@ -56,14 +43,6 @@ def lines(gateway: GatewayProcess, device: str = "esp8266-1") -> list[RawLine]:
     found = [line for path in log_files(device_dir) for _, line in read_lines_of(path)]
     assert None not in found
     return found
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    """Poll until predicate() is truthy (bounded); its last value."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
 
 
 def query(gateway: GatewayProcess, sql: str, *args: object) -> list[tuple]:

@@ -21,6 +21,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _kill_group(proc: subprocess.Popen | None, sig: int) -> None:
+    """Signal a process started in a session of its own, and all it started; reap it."""
+    if proc is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+
 class ServerProcess:
     """co2unit-server under uWSGI on 127.0.0.1, with its own data dirs; can be killed."""
 
@@ -70,12 +78,7 @@ class ServerProcess:
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal every process of the server (master, workers, HTTP router) and reap it."""
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        self.proc.wait(timeout=30)
-        self.proc = None
+        self.proc = _kill_group(self.proc, sig)
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop as systemd does: SIGTERM to the master, SIGKILL to all if it lingers."""
@@ -146,12 +149,7 @@ class GatewayProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        self.proc.wait(timeout=30)
-        self.proc = None
+        self.proc = _kill_group(self.proc, sig)
 
     def stop(self, grace: float = 15.0) -> int | None:
         """SIGTERM, as uWSGI and systemd stop it; SIGKILL if it lingers. Returns the exit code."""

@@ -76,6 +76,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,16 +118,10 @@ def measurements(db: str | os.PathLike | sqlite3.Connection, devices: Units = No
                  ) -> pd.DataFrame:
     """Values of gateway `devices` (a name, several, or None: all) in [start, end), of `names`
     (None: all), indexed by UTC time; a `device` column, then a column per name."""
-    chunks: list[list] = [[] for _ in MEASUREMENTS.columns]
-    converters = [_CONVERT[c.kind]() for c in MEASUREMENTS.columns]
     with connection(db) as conn:
-        for batch in measurement_batches(conn, devices, start, end, names):
-            columns = zip(*batch, strict=True)
-            for chunk, convert, values in zip(chunks, converters, columns, strict=True):
-                chunk.append(convert(values))
-    long = pd.DataFrame({c.name: _JOIN[c.kind](chunk)
-                         for c, chunk in zip(MEASUREMENTS.columns, chunks, strict=True)})
-    # (device, time) is unique per name: the table's key is (device, name, time).
+        long = pd.DataFrame(_arrays(MEASUREMENTS,
+                                    measurement_batches(conn, devices, start, end, names)))
+    # (device, time) is unique per name: the table's key is (device, ts, name).
     wide = long.pivot(index=["device", "time"], columns="name", values="value")
     wide = wide.reset_index(level="device")
     wide.columns.name = None
@@ -134,18 +129,23 @@ def measurements(db: str | os.PathLike | sqlite3.Connection, devices: Units = No
     return wide
 
 
-def _frame(table: Table, db: str | os.PathLike | sqlite3.Connection, units: Units,
-           start: TimeLike, end: TimeLike) -> pd.DataFrame:
-    # Converted batch by batch into arrays: a year of 100 units as Python tuples would take
-    # gigabytes, as arrays a few hundred megabytes.
+def _arrays(table: Table, rows: Iterable[list[tuple]]) -> dict[str, Any]:
+    """A column array per column of the table, from batches of rows."""
+    # Converted batch by batch: a year of 100 units as Python tuples would take gigabytes,
+    # as arrays a few hundred megabytes.
     chunks: list[list] = [[] for _ in table.columns]
     converters = [_CONVERT[c.kind]() for c in table.columns]
+    for batch in rows:
+        columns = zip(*batch, strict=True)
+        for chunk, convert, values in zip(chunks, converters, columns, strict=True):
+            chunk.append(convert(values))
+    return {c.name: _JOIN[c.kind](chunk) for c, chunk in zip(table.columns, chunks, strict=True)}
+
+
+def _frame(table: Table, db: str | os.PathLike | sqlite3.Connection, units: Units,
+           start: TimeLike, end: TimeLike) -> pd.DataFrame:
     with connection(db) as conn:
-        for batch in batches(conn, table, units, start, end):
-            columns = zip(*batch, strict=True)
-            for chunk, convert, values in zip(chunks, converters, columns, strict=True):
-                chunk.append(convert(values))
-    data = {c.name: _JOIN[c.kind](chunk) for c, chunk in zip(table.columns, chunks, strict=True)}
+        data = _arrays(table, batches(conn, table, units, start, end))
     index = data.pop("time")
     return pd.DataFrame(data, index=pd.DatetimeIndex(index, name="time"))
 

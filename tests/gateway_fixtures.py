@@ -1,0 +1,35 @@
+"""Helpers shared by the gateway tests: weather-station packets and bounded polling."""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from co2unit_server.gateways import tcp_format
+
+# GATEWAYS.md's example: 2 records, light 1234/1244, 54.997/55.096 %RH, 21.501/21.544 °C.
+EXAMPLE = bytes.fromhex("0c00100e7800060103" "d204ec7c9463" "dc04207da463")
+S = 1_000_000  # microseconds
+
+T = TypeVar("T")
+
+
+def packet(records: list[bytes], wake: int = 3600, every: int = 120, device_id: int = 1,
+           record_bytes: int = 6) -> bytes:
+    body = b"".join(records)
+    return tcp_format.HEADER.pack(len(body), wake, every, record_bytes, device_id, 3) + body
+
+
+def records(first: int, count: int) -> list[bytes]:
+    """Distinct type-1 records: light counts up from `first`."""
+    return [struct.pack("<HHH", first + i, 31980, 25492) for i in range(count)]
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 20.0) -> T:
+    """Poll until predicate() is truthy (bounded); its last value."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
