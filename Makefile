@@ -7,10 +7,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 PORT ?= 8080
-# Gateways for other device families: `make run TCP_PORT=5001 PULL_DEVICES=devices.tsv`
-# (empty: as the ini's [co2unit] settings say; off by default).
+# Gateways for other device families: `make run TCP_PORT=5001 PULL_DEVICES=devices.tsv
+# WS_PORT=8765` (empty: as the ini's [co2unit] settings say; off by default).
 TCP_PORT ?=
 PULL_DEVICES ?=
+WS_PORT ?=
 REMOTE_DATA_DIR ?= ./remote_data
 VAR_DIR ?= ./var
 # Your own server.ini when there is one, else the documented example.
@@ -29,7 +30,8 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	$(BIN)/co2unit-server serve --ini $(INI) --port $(PORT) \
 		--remote-data-dir $(REMOTE_DATA_DIR) --var-dir $(VAR_DIR) \
-		$(if $(TCP_PORT),--tcp-port $(TCP_PORT)) $(if $(PULL_DEVICES),--pull-devices $(PULL_DEVICES))
+		$(if $(TCP_PORT),--tcp-port $(TCP_PORT)) $(if $(PULL_DEVICES),--pull-devices $(PULL_DEVICES)) \
+		$(if $(WS_PORT),--ws-port $(WS_PORT))
 
 test: $(STAMP)
 	scripts/ensure-chromium.sh

@@ -144,7 +144,7 @@ def build_devices(conn: sqlite3.Connection, pull_devices: Path, now: float = NOW
          expected, detail)
         for i, (device, family, hours, verdict, stored, expected, detail) in enumerate(RECEIPTS)])
     conn.executemany(db.INSERT_MEASUREMENT, [
-        (device, family, ts_at(now, hours), name, value, f"{family}/{device}/0000.log:1")
+        (device, family, ts_at(now, hours), name, value, f"{family}/{device}/0000.log:1", None)
         for device, family, hours, name, value in VALUES])
     pull_devices.write_text(PULL_DEVICES_TSV)
     return pull_devices

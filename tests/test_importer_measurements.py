@@ -7,12 +7,12 @@ import socket
 import sqlite3
 import struct
 import threading
-import time
 from contextlib import closing
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from gateway_fixtures import wait_for
 from toolchain_fixtures import Tree, append, build_tree, import_tree, open_db, write
 
 from co2unit_server import db, rawlog
@@ -250,7 +250,7 @@ def test_history_carry_round_trips():
 def test_a_row_lost_between_log_and_table_comes_back(tree, conn):
     # The gateway stored some lines live, then died before storing the rest.
     live = [r for r in EXPECTED_TCP if r[5] == "tcp/esp8266-1/0000.log:1"]
-    conn.executemany(db.INSERT_MEASUREMENT, live)
+    conn.executemany(db.INSERT_MEASUREMENT, [(*r, None) for r in live])
     report = run(tree, conn)
     assert close(sorted(r for r in measurements(conn) if r[1] == "tcp"),
                  sorted(EXPECTED_TCP, key=_order))
@@ -373,13 +373,7 @@ class _Answers(BaseHTTPRequestHandler):
         pass
 
 
-def wait_for(predicate, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+
 
 
 def test_a_rebuild_from_the_logs_equals_what_the_gateway_stored(gateway_factory, tmp_path):

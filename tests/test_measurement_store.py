@@ -45,7 +45,7 @@ def test_a_batch_longer_than_one_insert_is_stored_whole(config, monkeypatch):
         store.add(Receipt(source, "esp8266-1", "tcp", f"2026-12-06T0{n}:00:00.000000", "ok", 5,
                           3600.0, ""),
                   [("esp8266-1", "tcp", f"2026-12-06T0{n}:00:00.000000", f"v{i}", float(i),
-                    source) for i in range(5)])
+                    source, None) for i in range(5)])
     assert store.flush(10)
     with sqlite3.connect(config.db_path) as conn:
         assert conn.execute("SELECT count(*), sum(value) FROM measurements").fetchone() == (

@@ -313,8 +313,8 @@ def add_values(conn: sqlite3.Connection, device: str, family: str, ts: str,
                **values: float) -> None:
     """Insert the values of one packet or poll at ts ('YYYY-MM-DDTHH:MM:SS.ffffff', UTC)."""
     conn.executemany(db.INSERT_MEASUREMENT, [
-        (device, family, ts, name.replace("__", "."), value, f"{family}/{device}/0000.log:1")
-        for name, value in values.items()])
+        (device, family, ts, name.replace("__", "."), value, f"{family}/{device}/0000.log:1",
+         None) for name, value in values.items()])
 
 
 @pytest.fixture

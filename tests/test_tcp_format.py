@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import struct
 
 import pytest
+from gateway_fixtures import EXAMPLE, S, packet, records
 
 from co2unit_server.gateways import tcp_format
 from co2unit_server.gateways.tcp_format import (
@@ -23,21 +23,11 @@ from co2unit_server.gateways.tcp_format import (
 )
 from co2unit_server.rawlog import RawLine, RawLog, ts_text
 
-EXAMPLE = bytes.fromhex("0c00100e7800060103" "d204ec7c9463" "dc04207da463")
 REGISTRY = parse_device_types(["1=tsl2561-si7021"])
 T = 1_767_225_600_000_000  # 2026-01-01T00:00:00 UTC, in microseconds
-S = 1_000_000
 
 
-def packet(records: list[bytes], wake: int = 3600, every: int = 120, device_id: int = 1,
-           record_bytes: int = 6) -> bytes:
-    body = b"".join(records)
-    return tcp_format.HEADER.pack(len(body), wake, every, record_bytes, device_id, 3) + body
 
-
-def records(first: int, count: int) -> list[bytes]:
-    """Distinct type-1 records: light counts up from `first`."""
-    return [struct.pack("<HHH", first + i, 31980, 25492) for i in range(count)]
 
 
 def test_the_example_gives_its_six_values_two_minutes_apart():
@@ -56,7 +46,7 @@ def test_the_example_gives_its_six_values_two_minutes_apart():
     # The gateway stores rows(), the importer measurements(): the same rows.
     rows = decoded.rows("esp8266-1", "tcp/esp8266-1/0000.log:1")
     assert decoded.measurements("esp8266-1", "tcp/esp8266-1/0000.log:1") == rows
-    assert [(ts, name, value) for _, _, ts, name, value, _ in rows] == list(decoded.values)
+    assert [(ts, name, value) for _, _, ts, name, value, _, _ in rows] == list(decoded.values)
     receipt = decoded.receipt("esp8266-1", ts_text(T), "tcp/esp8266-1/0000.log:1")
     assert (receipt.verdict, receipt.stored, receipt.expected_s) == ("ok", 6, 3600.0)
 

@@ -26,7 +26,8 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         return 2
     pull_devices = str(Path(args.pull_devices).resolve()) if args.pull_devices else None
     env = serve.serve_environ(environ, ini, args.remote_data_dir, args.var_dir, {
-        "tcp_gateway_port": args.tcp_port, "pull_devices_file": pull_devices})
+        "tcp_gateway_port": args.tcp_port, "pull_devices_file": pull_devices,
+        "ws_gateway_port": args.ws_port})
     try:
         # Fail here, with a clear message, rather than in a uWSGI worker.
         config = load_config(env)
@@ -52,6 +53,7 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--var-dir", help="overrides var_dir")
     p.add_argument("--tcp-port", help="overrides tcp_gateway_port (and starts the gateways)")
     p.add_argument("--pull-devices", help="overrides pull_devices_file (and starts the gateways)")
+    p.add_argument("--ws-port", help="overrides ws_gateway_port (and starts the gateways)")
     p.add_argument("--uwsgi-option", action="append", default=[], metavar="KEY=VALUE",
                    type=_key_value, help="set or replace one [uwsgi] option (repeatable)")
 

@@ -147,6 +147,28 @@ class Config:
         "Comma-separated deviceID=record format pairs: which parser reads whose records. A "
         "packet from an ID not listed is kept raw and shown, and parsed by a later import "
         "once its ID is listed.")
+    ws_gateway_port: int = _setting(
+        0, _port,
+        "Port of the WebSocket gateway for streaming devices (path `/`); 0: off.")
+    ws_max_message_bytes: int = _setting(
+        65536, _positive_int,
+        "Largest WebSocket message accepted; a larger frame closes the connection (1009).")
+    ws_allowed_origins: tuple[str, ...] = _setting(
+        (), _name_list,
+        "Comma-separated Origin values a WebSocket client may send (browsers send one); "
+        "empty: only clients that send no Origin (devices).")
+    ws_keepalive_seconds: float = _setting(
+        20.0, _positive_float,
+        "WebSocket ping interval; a device that does not answer a ping within it is dropped.")
+    ws_max_errors_per_minute: int = _setting(
+        30, _positive_int,
+        "Bad messages a WebSocket device may send in a minute before it is disconnected "
+        "(1008).")
+    ws_tokens_file: Path | None = _setting(
+        None, _optional_path,
+        "File of streaming device ids and salted token hashes (`co2unit-server add-device`); "
+        "when set, `hello` must carry a valid `token`, else error and close 4401. Empty: "
+        "no tokens.")
     pull_devices_file: Path | None = _setting(
         None, _optional_path,
         "TSV of polled devices (name, URL, interval in seconds) for the HTTP pull collector; "
@@ -191,7 +213,12 @@ class Config:
     @property
     def gateways_enabled(self) -> bool:
         """True when `co2unit-server gateways` has something to run."""
-        return bool(self.tcp_gateway_port or self.pull_devices_file)
+        return bool(self.tcp_gateway_port or self.pull_devices_file or self.ws_gateway_port)
+
+    @property
+    def control_socket(self) -> Path:
+        """The gateway process's control socket (sessions, live status) for CLI and app."""
+        return self.var_dir / "gateways.sock"
 
     @property
     def metrics_dir(self) -> Path:

@@ -56,11 +56,12 @@ CREATE TABLE IF NOT EXISTS push_daily (
 -- raw logs: the key lets both use INSERT OR IGNORE, and a rebuild from the logs alone matches.
 CREATE TABLE IF NOT EXISTS measurements (
     device TEXT NOT NULL,   -- esp8266-<deviceID>, or the polled device's configured name
-    family TEXT NOT NULL,   -- tcp | pull
+    family TEXT NOT NULL,   -- tcp | pull | ws
     ts     TEXT NOT NULL,   -- UTC 'YYYY-MM-DDTHH:MM:SS.ffffff'
     name   TEXT NOT NULL,   -- light, humidity, temperature; mq135.co2, bmp180.pressure, ...
     value  REAL NOT NULL,
     source TEXT NOT NULL,   -- raw log line: '<family>/<device>/<NNNN>.log:<line>'
+    session TEXT,           -- the streaming session it was received in (ws), else NULL
     -- By time within a device: what the readers range over, and where a device's new values
     -- go (at its end); no second index to keep up at every insert.
     PRIMARY KEY (device, ts, name)
@@ -235,7 +236,7 @@ def _set_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
 
 
 INSERT_MEASUREMENT = ("INSERT OR IGNORE INTO measurements (device, family, ts, name, value, "
-                      "source) VALUES (?, ?, ?, ?, ?, ?)")
+                      "source, session) VALUES (?, ?, ?, ?, ?, ?, ?)")
 INSERT_RECEIPT = ("INSERT OR IGNORE INTO gateway_receipts (source, device, family, ts, verdict, "
                   "stored, expected_s, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 INSERT_DOWNLOAD = ("INSERT INTO update_downloads (ts, update_name, file, unit_id, bytes, size, "

@@ -42,6 +42,7 @@ class Measurement(NamedTuple):
     name: str
     value: float
     source: str  # the raw log line it came from
+    session: str | None = None  # the streaming session it arrived in (ws devices)
 
     def row(self) -> tuple:
         return self

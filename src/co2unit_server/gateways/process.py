@@ -19,6 +19,7 @@ from pathlib import Path
 from ..config import Config, load_config
 from ..measurement_store import open_store
 from . import tcp_format
+from .control import ControlServer
 
 log = logging.getLogger(__name__)
 # Logged once every enabled gateway listens or polls (tests and scripts wait for it).
@@ -52,9 +53,28 @@ async def run_gateways(config: Config, stop: asyncio.Event) -> None:
         pull_task = asyncio.create_task(pull.run())
         log.info("pull collector polling %d devices from %s", len(pull.devices),
                  config.pull_devices_file)
+    ws = control = None
+    if config.ws_gateway_port:
+        from .sessions import SessionKeeper
+        from .ws_gateway import WsGateway
+
+        sessions = SessionKeeper(config)
+        ws = WsGateway(config, store, sessions)
+        sessions.listeners.append(ws.broadcast)  # a start or stop reaches every device
+        await ws.start()
+        # The CLI (`session start`) and the web app reach the running gateway here.
+        control = ControlServer(config.control_socket,
+                                {**sessions.handlers(), "status": ws.status})
+        await control.start()
+        log.info("WebSocket gateway listening on %s:%d", config.gateway_host or "*",
+                 config.ws_gateway_port)
     log.info(READY)
     await stop.wait()
     log.info("gateways stopping")
+    if control is not None:
+        await control.close()
+    if ws is not None:
+        await ws.close()  # acknowledges what was stored, then closes with 1001
     if tcp is not None:
         await tcp.close()
     if pull_task is not None:

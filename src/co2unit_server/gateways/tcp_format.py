@@ -171,7 +171,7 @@ class Decoded:
             return []
         n, names = len(self.new), self.fmt.names
         times = ts_texts(self.history.received_us - n * self.step_us, self.step_us, n)
-        return [(device, FAMILY, ts, name, value, source)
+        return [(device, FAMILY, ts, name, value, source, None)
                 for ts, values in zip(times, self.fmt.decode(b"".join(self.new)), strict=True)
                 for name, value in zip(names, values, strict=True)]
 
@@ -181,7 +181,7 @@ class Decoded:
     @property
     def values(self) -> tuple[tuple[str, str, float], ...]:
         """(ts, name, value) of each of rows()."""
-        return tuple((ts, name, value) for _, _, ts, name, value, _ in self.rows("", ""))
+        return tuple((ts, name, value) for _, _, ts, name, value, _, _ in self.rows("", ""))
 
     def receipt(self, device: str, ts: str, source: str) -> Receipt:
         return Receipt(source, device, FAMILY, ts, self.verdict, self.stored,

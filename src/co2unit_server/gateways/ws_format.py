@@ -1,0 +1,163 @@
+"""The streaming devices' WebSocket messages (GATEWAYS.md §3) and their raw log lines.
+
+Pure functions: the gateway checks what a device sends with them, and the importer reads the
+raw log (JSON lines: `{"ts", "peer", "session", "seq", "raw"}`, `raw` the readings message
+exactly as received) with the same ones, so a rebuild from the logs gives the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..measurement_store import Measurement, Receipt
+
+FAMILY = "ws"
+NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # device ids and value names
+MAX_READINGS = 1000  # per message: bounds the work one message can cause
+
+
+class MessageError(ValueError):
+    """A message the gateway answers with an `error`; `code` is the error's CODE."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Hello:
+    device_id: str
+    sensors: tuple[str, ...]
+    token: str | None
+
+
+@dataclass(frozen=True)
+class Readings:
+    seq: int
+    rows: tuple[tuple[str, str, float], ...]  # (UTC ts text, name, value)
+
+
+def parse(text: str | bytes) -> dict[str, Any]:
+    """A message as a JSON object with a string `type`; MessageError otherwise."""
+    if isinstance(text, bytes):
+        raise MessageError("BAD_MESSAGE", "binary frames are not accepted; send JSON text")
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise MessageError("BAD_JSON", f"not JSON: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise MessageError("BAD_MESSAGE", 'a message is a JSON object with a string "type"')
+    return message
+
+
+def check_hello(message: dict[str, Any]) -> Hello:
+    if message["type"] != "hello":
+        raise MessageError("HELLO_FIRST", 'the first message must be {"type": "hello", ...}')
+    device_id = message.get("device_id")
+    if not isinstance(device_id, str) or not NAME.fullmatch(device_id):
+        raise MessageError("BAD_DEVICE_ID", "device_id must be 1-64 of A-Z a-z 0-9 . _ -")
+    sensors = message.get("sensors", [])
+    if not isinstance(sensors, list) or not all(isinstance(s, str) for s in sensors):
+        raise MessageError("BAD_MESSAGE", "sensors must be a list of names")
+    token = message.get("token")
+    if token is not None and not isinstance(token, str):
+        raise MessageError("BAD_MESSAGE", "token must be a string")
+    return Hello(device_id, tuple(sensors), token)
+
+
+def utc_text(raw: object) -> str:
+    """An ISO 8601 time as the tables write UTC ('YYYY-MM-DDTHH:MM:SS.ffffff')."""
+    if not isinstance(raw, str):
+        raise ValueError("ts must be an ISO 8601 string")
+    ts = datetime.fromisoformat(raw)
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
+    return ts.isoformat(timespec="microseconds")
+
+
+def _value(name: object, raw: object) -> float:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(f"value name {name!r} is not 1-64 of A-Z a-z 0-9 . _ -")
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise ValueError(f"{name} is {raw!r}, not a finite number")
+    return float(raw)
+
+
+def check_readings(message: dict[str, Any]) -> Readings:
+    """The seq and rows of a `readings` message; MessageError for anything malformed."""
+    seq = message.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise MessageError("BAD_MESSAGE", "seq must be a non-negative integer")
+    readings = message.get("readings")
+    if not isinstance(readings, list) or not readings or len(readings) > MAX_READINGS:
+        raise MessageError("BAD_MESSAGE", f"readings must be a list of 1-{MAX_READINGS}")
+    rows: list[tuple[str, str, float]] = []
+    try:
+        for reading in readings:
+            if not isinstance(reading, dict) or not isinstance(reading.get("values"), dict):
+                raise ValueError('each reading is {"ts": ..., "values": {name: number}}')
+            ts = utc_text(reading.get("ts"))
+            rows += [(ts, name, _value(name, raw)) for name, raw in reading["values"].items()]
+    except ValueError as exc:
+        raise MessageError("BAD_MESSAGE", f"seq {seq}: {exc}") from None
+    return Readings(seq, tuple(rows))
+
+
+def welcome(session: dict[str, str] | None) -> str:
+    return json.dumps({"type": "welcome", "session": session})
+
+
+def ack(seq: int) -> str:
+    return json.dumps({"type": "ack", "seq": seq})
+
+
+def error(code: str, message: str) -> str:
+    return json.dumps({"type": "error", "error": code, "message": message})
+
+
+def command(name: str, session: str, at: str) -> str:
+    return json.dumps({"type": "command", "command": name, "session": session, "at": at})
+
+
+@dataclass(frozen=True)
+class WsLine:
+    """One raw log line: a readings message as received, with when, from where and in which
+    session it arrived."""
+
+    ts: str  # UTC receive time
+    peer: str
+    session: str | None
+    seq: int
+    raw: str  # the message's text
+
+    def encode(self) -> bytes:
+        return (json.dumps({"ts": self.ts, "peer": self.peer, "session": self.session,
+                            "seq": self.seq, "raw": self.raw}, ensure_ascii=False)
+                + "\n").encode("utf-8")
+
+    @classmethod
+    def parse(cls, line: bytes) -> WsLine:
+        """The line's fields; ValueError for a line no gateway wrote (torn, edited)."""
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        fields = cls(data["ts"], data["peer"], data["session"], data["seq"], data["raw"])
+        utc_text(fields.ts)
+        return fields
+
+
+def interpret(line: WsLine, device: str, source: str) -> tuple[Receipt, list[Measurement]]:
+    """A raw log line's receipt and values (the gateway and the importer alike)."""
+    try:
+        readings = check_readings(parse(line.raw))
+    except MessageError as exc:  # never written so by the gateway; an edited log
+        return Receipt(source, device, FAMILY, line.ts, "bad", 0, None, str(exc)), []
+    values = [Measurement(device, FAMILY, ts, name, value, source, line.session)
+              for ts, name, value in readings.rows]
+    return (Receipt(source, device, FAMILY, line.ts, "ok", len(values), None,
+                    f"seq {readings.seq}"), values)
