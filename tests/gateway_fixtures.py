@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import struct
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
 from co2unit_server.gateways import tcp_format
+from co2unit_server.launcher import GatewayProcess
 
 # GATEWAYS.md's example: 2 records, light 1234/1244, 54.997/55.096 %RH, 21.501/21.544 °C.
 EXAMPLE = bytes.fromhex("0c00100e7800060103" "d204ec7c9463" "dc04207da463")
@@ -33,3 +36,15 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0) -> T:
     while not (value := predicate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     return value
+
+
+def query(gateway: GatewayProcess, sql: str, *args: object) -> list[tuple]:
+    """Rows from the gateway's database; none while its writer has not created the tables."""
+    path = gateway.var_dir / "db.sqlite3"
+    if not path.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        try:
+            return conn.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:  # the writer has not created the tables yet
+            return []

@@ -67,7 +67,7 @@ def test_users_file_holds_salted_scrypt_hashes_never_the_password(tmp_path):
     text = users_file.read_text()
     assert PASSWORD not in text
     assert stat.S_IMODE(users_file.stat().st_mode) == 0o600
-    found = users.parse_users(text)
+    found = users.parse_credentials(text)
     assert set(found) == {"alice", "bob"}
     for stored in found.values():
         scheme, params, salt, digest = stored.split("$")
@@ -82,7 +82,7 @@ def test_users_file_holds_salted_scrypt_hashes_never_the_password(tmp_path):
 def test_add_user_replaces_an_existing_user_and_keeps_the_others(users_file):
     users.add_user(users_file, "bob", "first")
     users.add_user(users_file, "alice", "second")
-    found = users.parse_users(users_file.read_text())
+    found = users.parse_credentials(users_file.read_text())
     assert list(found) == ["bob", "alice"]
     assert users.verify_password("second", found["alice"])
     assert not list(users_file.parent.glob(".admin-users.*"))  # no temp file left
@@ -107,7 +107,7 @@ def test_cli_add_user_reads_the_password_from_stdin(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     ini = ini_with_users_file(tmp_path, path)
     assert main(["add-user", "carol", "--ini", ini, "--password-stdin"]) == 0
-    assert users.verify_password(PASSWORD, users.parse_users(path.read_text())["carol"])
+    assert users.verify_password(PASSWORD, users.parse_credentials(path.read_text())["carol"])
 
 
 def test_cli_add_user_asks_twice_on_the_terminal(tmp_path, monkeypatch, capsys):
@@ -118,7 +118,7 @@ def test_cli_add_user_asks_twice_on_the_terminal(tmp_path, monkeypatch, capsys):
     assert main(["add-user", "dave", "--ini", ini]) == 2
     assert "differ" in capsys.readouterr().err and not path.exists()
     assert main(["add-user", "dave", "--ini", ini]) == 0
-    assert "dave" in users.parse_users(path.read_text())
+    assert "dave" in users.parse_credentials(path.read_text())
 
 
 @pytest.mark.parametrize("name, stdin, message", [("eve", "\n", "empty"),

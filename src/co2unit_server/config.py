@@ -117,8 +117,8 @@ class Config:
     admin_users_file: Path | None = _setting(
         None, _optional_path,
         "File of admin users and salted password hashes (`co2unit-server add-user`); when set, "
-        "`/`, `/fleet`, `/api`, `/metrics` and the status pages need HTTP basic auth. Empty: "
-        "open. The unit endpoints are always open.")
+        "`/`, `/fleet`, `/live`, `/api`, `/metrics` and the status pages need HTTP basic auth. "
+        "Empty: open. The unit endpoints are always open.")
     known_units_only: bool = _setting(
         False, _bool,
         "Refuse pushes and update pulls (403) of hw_ids in no deployment; their pings are "

@@ -81,6 +81,15 @@ CREATE INDEX IF NOT EXISTS gateway_receipts_device_ts ON gateway_receipts (devic
 -- The fleet page's refusal counts: a range per verdict, not a row lookup per receipt.
 CREATE INDEX IF NOT EXISTS gateway_receipts_device_verdict
     ON gateway_receipts (device, verdict, ts);
+-- Streaming sessions an admin started and stopped (gateways/sessions.py): written by the
+-- gateway before it broadcasts the command, and by the importer from the record of truth,
+-- remote_data/sessions/sessions.log. measurements.session holds the id.
+CREATE TABLE IF NOT EXISTS sessions (
+    id         TEXT PRIMARY KEY,  -- s-20261206T015211Z, or s-20261206T015211Z-<name slug>
+    name       TEXT,              -- as the admin gave it, if any
+    started_at TEXT NOT NULL,     -- UTC 'YYYY-MM-DDTHH:MM:SS.ffffff'
+    stopped_at TEXT               -- UTC; NULL while it runs
+) WITHOUT ROWID;
 
 -- Imported by the research toolchain (co2unit_server.toolchain.importer) from pushed files.
 CREATE TABLE IF NOT EXISTS co2_readings (

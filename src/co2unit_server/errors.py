@@ -20,12 +20,15 @@ class ErrorCode(Enum):
     UNAUTHORIZED = (401, "admin login required (HTTP basic auth)")
     FORBIDDEN_DIR = (403, "this directory cannot be pushed to")
     UNKNOWN_UNIT = (403, "this unit is in no deployment and the server accepts known units only")
+    CROSS_ORIGIN = (403, "this request came from another site's page (Origin header)")
     NOT_FOUND = (404, "no such resource")
+    SESSION_CONFLICT = (409, "a session is running already, or none is running to stop")
     LENGTH_REQUIRED = (411, "Content-Length is required")
     BODY_TOO_LARGE = (413, "request body larger than allowed")
     FILE_TOO_LARGE = (413, "pushed file would grow past the allowed size")
     SKIPPED_PART_OF_FILE = (416, "offset is past the end of the server's copy")
     INTERNAL_ERROR = (500, "internal server error")
+    GATEWAY_UNAVAILABLE = (503, "the gateway process is not running (see its log)")
     INSUFFICIENT_STORAGE = (507, "not enough free disk space on the server")
 
     @property

@@ -229,9 +229,10 @@ MEASUREMENTS = Table(
     source="measurements",
     columns=(Column("time", "s.ts || 'Z'", "time"), Column("device", "s.device", "text"),
              Column("name", "s.name", "text"), Column("value", "s.value", "real")),
-    needs=frozenset({"device", "ts", "name", "value"}),
+    needs=frozenset({"device", "ts", "name", "value", "session"}),
     where="s.device = :unit AND s.ts >= :lo AND s.ts < :hi "
-          "AND (:names IS NULL OR s.name IN (SELECT value FROM json_each(:names)))",
+          "AND (:names IS NULL OR s.name IN (SELECT value FROM json_each(:names))) "
+          "AND (:session IS NULL OR s.session = :session)",
     order="s.ts, s.name",
     bounds=_bounds,
     units=measurement_devices,
@@ -241,8 +242,10 @@ MEASUREMENTS = Table(
 def measurement_batches(conn: sqlite3.Connection, devices: str | Iterable[str] | None = None,
                         start: TimeLike = None, end: TimeLike = None,
                         names: Iterable[str] | None = None, *, encoding: str | None = None,
-                        size: int = BATCH_ROWS) -> Iterator[list[tuple]]:
-    """MEASUREMENTS rows of `devices` (None: all) in [start, end), by device then time.
+                        size: int = BATCH_ROWS, session: str | None = None
+                        ) -> Iterator[list[tuple]]:
+    """MEASUREMENTS rows of `devices` (None: all) in [start, end), by device then time; of
+    one streaming session only when `session` (an id) is given.
 
     A row is a value per column, or with an `encoding` (csv, json) the pieces its line is
     joined from (see research_tables.batches). Checks the arguments and the schema at once,
@@ -256,13 +259,16 @@ def measurement_batches(conn: sqlite3.Connection, devices: str | Iterable[str] |
     if not MEASUREMENTS.needs <= columns:
         raise ResearchError("not a co2unit database, or one from before the gateways (run "
                             "`co2unit-server import` on it): it has no measurements table")
+    if session is not None and not isinstance(session, str):
+        raise ResearchError(f"session must be a session id, got {session!r}")
     chosen = measurement_devices(conn) if devices is None else sorted(_texts(devices, "devices"))
     wanted = None if names is None else json.dumps(sorted(_texts(names, "names")))
     sql = MEASUREMENTS.query(encoding)
 
     def rows() -> Iterator[list[tuple]]:
         for device in chosen:
-            cursor = conn.execute(sql, {"unit": device, "names": wanted, **_bounds(lo, hi)})
+            cursor = conn.execute(sql, {"unit": device, "names": wanted, "session": session,
+                                        **_bounds(lo, hi)})
             while batch := cursor.fetchmany(size):
                 yield batch
 

@@ -69,6 +69,16 @@ Columns are the names found (sorted); a name a device did not send at a time is 
 partial poll, or another device's name). Rows come sorted by device, then time. A single
 device is `df[df.device == "esp8266-1"]`; one value per device side by side is
 `df.pivot(columns="device", values="temperature")`.
+
+Streaming devices (family ws, named by their device_id) come in `measurements()` as well, a
+column per value name they send. Their readings received during a session carry its id:
+`measurements(db, session="s-20261206T015211Z-drill-3")` gives only those. `sessions()` lists
+the sessions (one row each, oldest first):
+
+    id                   s-<UTC start second>[-<name slug>], e.g. s-20261206T015211Z-drill-3
+    name                 as the admin gave it (missing when none was)
+    started_at           UTC, tz-aware
+    stopped_at           UTC; NaT while the session runs
 """
 
 from __future__ import annotations
@@ -81,6 +91,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .gateways.sessions import listed
 from .measurement_store import MEASUREMENTS, measurement_batches
 from .toolchain.research_tables import (
     PINGS,
@@ -93,7 +104,8 @@ from .toolchain.research_tables import (
     connection,
 )
 
-__all__ = ["DatabaseNotFoundError", "ResearchError", "measurements", "pings", "readings"]
+__all__ = ["DatabaseNotFoundError", "ResearchError", "measurements", "pings", "readings",
+           "sessions"]
 
 Units = str | Iterable[str] | None
 Names = str | Iterable[str] | None
@@ -114,19 +126,32 @@ def pings(db: str | os.PathLike | sqlite3.Connection, units: Units = None,
 
 
 def measurements(db: str | os.PathLike | sqlite3.Connection, devices: Units = None,
-                 start: TimeLike = None, end: TimeLike = None, names: Names = None
-                 ) -> pd.DataFrame:
+                 start: TimeLike = None, end: TimeLike = None, names: Names = None,
+                 session: str | None = None) -> pd.DataFrame:
     """Values of gateway `devices` (a name, several, or None: all) in [start, end), of `names`
-    (None: all), indexed by UTC time; a `device` column, then a column per name."""
+    (None: all), received during `session` (an id; None: any time), indexed by UTC time; a
+    `device` column, then a column per name."""
     with connection(db) as conn:
-        long = pd.DataFrame(_arrays(MEASUREMENTS,
-                                    measurement_batches(conn, devices, start, end, names)))
+        long = pd.DataFrame(_arrays(MEASUREMENTS, measurement_batches(
+            conn, devices, start, end, names, session=session)))
     # (device, time) is unique per name: the table's key is (device, ts, name).
     wide = long.pivot(index=["device", "time"], columns="name", values="value")
     wide = wide.reset_index(level="device")
     wide.columns.name = None
     wide["device"] = wide["device"].astype("str")
     return wide
+
+
+def sessions(db: str | os.PathLike | sqlite3.Connection) -> pd.DataFrame:
+    """The streaming sessions, oldest first: id, name, started_at, stopped_at (UTC; NaT while
+    it runs)."""
+    with connection(db) as conn:
+        rows = listed(conn)[::-1]
+    return pd.DataFrame({
+        "id": pd.array([s.id for s in rows], dtype="str"),
+        "name": pd.array([s.name for s in rows], dtype="str"),
+        "started_at": _times()(tuple(s.started_at for s in rows)),
+        "stopped_at": _times()(tuple(s.stopped_at for s in rows))})
 
 
 def _arrays(table: Table, rows: Iterable[list[tuple]]) -> dict[str, Any]:

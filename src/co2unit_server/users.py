@@ -3,6 +3,9 @@
 One line per user, `name:scrypt$n=16384,r=8,p=5$<salt>$<hash>` (salt and hash in base64);
 blank lines and `#` comments are allowed. The server reads it (server/auth.py) whenever it
 changes. Kept free of Flask: the command line loads this without the web stack.
+
+The file handling is generic (`name:<scheme>$...` lines, CredentialsFile, write_credential):
+the WebSocket gateway's device tokens file (gateways/ws_tokens.py) is one more such file.
 """
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ import binascii
 import getpass
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
 from .config import load_config
 from .pushstore import fsync_dir
 
+log = logging.getLogger(__name__)
 SCHEME = "scrypt"
 # OWASP's scrypt minimum at 16 MiB of memory (N=2^14, r=8, p=5): about 0.2 s per check.
 SCRYPT_PARAMS = {"n": 2**14, "r": 8, "p": 5}
@@ -63,16 +69,16 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
-# --- the users file --------------------------------------------------------------------------
+# --- credentials files: the users file, the device tokens file ------------------------------
 
-def parse_users(text: str) -> dict[str, str]:
-    """{name: stored hash} of a users file; blank lines and `#` comments are skipped."""
-    users = {}
+def parse_credentials(text: str) -> dict[str, str]:
+    """{name: stored hash} of a credentials file; blank lines and `#` comments are skipped."""
+    entries = {}
     for line in text.splitlines():
         name, sep, stored = line.strip().partition(":")
         if sep and name and not name.startswith("#"):
-            users[name] = stored
-    return users
+            entries[name] = stored
+    return entries
 
 
 def check_user_name(name: str) -> None:
@@ -83,17 +89,14 @@ def check_user_name(name: str) -> None:
                          "or outer spaces")
 
 
-def add_user(path: Path, name: str, password: str) -> None:
-    """Add or replace a user, writing the file atomically with mode 0600."""
-    check_user_name(name)
-    if not password:
-        raise ValueError("the password must not be empty")
+def write_credential(path: Path, name: str, stored: str) -> None:
+    """Add or replace `name`'s line, writing the file atomically with mode 0600."""
     try:
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.partition(":")[0].strip() != name]
     except FileNotFoundError:
         kept = []
-    text = "\n".join([*kept, f"{name}:{hash_password(password)}"]) + "\n"
+    text = "\n".join([*kept, f"{name}:{stored}"]) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
     try:
@@ -106,6 +109,52 @@ def add_user(path: Path, name: str, password: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def add_user(path: Path, name: str, password: str) -> None:
+    """Add or replace a user, writing the file atomically with mode 0600."""
+    check_user_name(name)
+    if not password:
+        raise ValueError("the password must not be empty")
+    write_credential(path, name, hash_password(password))
+
+
+Stamp = tuple[int, int, int]
+
+
+class CredentialsFile:
+    """A credentials file's entries, read again whenever it changes (mtime, size or inode)."""
+
+    def __init__(self, path: Path, what: str, when_unreadable: str) -> None:
+        self.path = path
+        self.what = what  # for the log: "admin users file"
+        self.when_unreadable = when_unreadable  # what follows for whom it guards
+        self._stamp: Stamp | None = None
+        self._entries: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def read(self) -> tuple[Stamp | None, dict[str, str]]:
+        """The file's stamp (None when unreadable) and its entries (none then)."""
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError as exc:
+            return self._unreadable(exc)
+        with self._lock:
+            if stamp != self._stamp:
+                try:
+                    self._entries = parse_credentials(self.path.read_text(encoding="utf-8"))
+                except (OSError, UnicodeError) as exc:
+                    return self._unreadable(exc)
+                self._stamp = stamp
+                log.info("%s %s: %d entries", self.what, self.path, len(self._entries))
+            return self._stamp, self._entries
+
+    def _unreadable(self, exc: Exception) -> tuple[None, dict[str, str]]:
+        # Closed, not open: whoever it guards waits until the file is back.
+        log.error("%s %s cannot be read (%s): %s", self.what, self.path, exc,
+                  self.when_unreadable)
+        return None, {}
 
 
 # --- `co2unit-server add-user` ---------------------------------------------------------------

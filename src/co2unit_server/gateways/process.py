@@ -93,8 +93,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logging.basicConfig(level=config.log_level, stream=sys.stderr,
                         format="%(asctime)s gateways %(levelname)s %(name)s: %(message)s")
     if not config.gateways_enabled:
-        print("co2unit-server gateways: no gateway enabled (set tcp_gateway_port or "
-              "pull_devices_file)", file=sys.stderr)
+        print("co2unit-server gateways: no gateway enabled (set tcp_gateway_port, "
+              "pull_devices_file or ws_gateway_port)", file=sys.stderr)
         return 2
     raise_open_file_limit()
 

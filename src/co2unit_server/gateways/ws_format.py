@@ -48,7 +48,7 @@ def parse(text: str | bytes) -> dict[str, Any]:
         raise MessageError("BAD_MESSAGE", "binary frames are not accepted; send JSON text")
     try:
         message = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # nesting deep enough stops the parser
         raise MessageError("BAD_JSON", f"not JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise MessageError("BAD_MESSAGE", 'a message is a JSON object with a string "type"')
@@ -124,6 +124,9 @@ def command(name: str, session: str, at: str) -> str:
     return json.dumps({"type": "command", "command": name, "session": session, "at": at})
 
 
+_LINE_KEYS = {"ts", "peer", "session", "seq", "raw"}
+
+
 @dataclass(frozen=True)
 class WsLine:
     """One raw log line: a readings message as received, with when, from where and in which
@@ -144,9 +147,13 @@ class WsLine:
     def parse(cls, line: bytes) -> WsLine:
         """The line's fields; ValueError for a line no gateway wrote (torn, edited)."""
         data = json.loads(line)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+        if not isinstance(data, dict) or set(data) != _LINE_KEYS:
+            raise ValueError(f"not a JSON object of {', '.join(sorted(_LINE_KEYS))}")
         fields = cls(data["ts"], data["peer"], data["session"], data["seq"], data["raw"])
+        if (not all(isinstance(v, str) for v in (fields.peer, fields.raw))
+                or not isinstance(fields.session, str | None)
+                or isinstance(fields.seq, bool) or not isinstance(fields.seq, int)):
+            raise ValueError("a field of the wrong type")
         utc_text(fields.ts)
         return fields
 

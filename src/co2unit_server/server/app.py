@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..services import Services
-from . import auth, fleet_pages, metrics, pages
+from . import auth, fleet_pages, live_pages, metrics, pages, sessions_api
 from .api import bp as api_bp
 from .resources import Alive, PushSequential, Updates
 
@@ -83,5 +83,7 @@ def create_app(config: Config | None = None, *, with_metrics: bool = True) -> Fl
     app.register_blueprint(pages.bp)
     app.register_blueprint(fleet_pages.bp)
     app.register_blueprint(api_bp)
+    app.register_blueprint(sessions_api.bp)
+    app.register_blueprint(live_pages.bp)
     app.register_error_handler(Exception, error_response)
     return app

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
-import os
 import secrets
 import sqlite3
 import threading
@@ -25,7 +24,7 @@ from flask import Flask, current_app, request
 from .. import db
 from ..config import Config
 from ..errors import ApiError, ErrorCode
-from ..users import hash_password, parse_users, verify_password
+from ..users import CredentialsFile, Stamp, hash_password, verify_password
 from .resources import PushSequential, Updates
 
 log = logging.getLogger(__name__)
@@ -43,37 +42,15 @@ def decoy_hash() -> str:
     return hash_password(secrets.token_urlsafe(16))
 
 
-class UsersFile:
+class UsersFile(CredentialsFile):
     """The admin users, read again whenever the file changes (mtime, size or inode)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._users: dict[str, str] = {}
-        self._lock = threading.Lock()
+        super().__init__(path, "admin users file", "admin pages refuse everyone")
 
-    def users(self) -> tuple[tuple[int, int, int] | None, dict[str, str]]:
+    def users(self) -> tuple[Stamp | None, dict[str, str]]:
         """The file's stamp (None when unreadable) and its users."""
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError as exc:
-            return self._unreadable(exc)
-        with self._lock:
-            if stamp != self._stamp:
-                try:
-                    self._users = parse_users(self.path.read_text(encoding="utf-8"))
-                except (OSError, UnicodeError) as exc:
-                    return self._unreadable(exc)
-                self._stamp = stamp
-                log.info("admin users file %s: %d user(s)", self.path, len(self._users))
-            return self._stamp, self._users
-
-    def _unreadable(self, exc: Exception) -> tuple[None, dict[str, str]]:
-        # Closed, not open: the admin pages wait until the file is back; units are unaffected.
-        log.error("admin users file %s cannot be read (%s): admin pages refuse everyone",
-                  self.path, exc)
-        return None, {}
+        return self.read()
 
 
 # --- throttling failed logins ----------------------------------------------------------------

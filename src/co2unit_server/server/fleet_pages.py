@@ -20,6 +20,7 @@ from ..config import Config
 from ..errors import ApiError, ErrorCode
 from ..fleet_status import UnitDetail, UnitRow, ago, iso_z
 from ..gateway_status import DeviceDetail, DeviceRow
+from ..gateways.sessions import Session, listed
 from ..services import Services
 from ..timestamps import DAY, to_epoch
 from ..validate import check_device_id, check_hw_id
@@ -178,6 +179,7 @@ def fleet_page() -> Response:
     with request_db() as conn:
         rows = fleet_status.fleet(conn, cfg, now)
         devices = gateway_status.fleet_devices(conn, cfg, now)
+        recent_sessions = listed(conn, RECENT_SESSIONS)
     body = (f"<p id=summary><strong>{escape(fleet_status.summary(rows))}</strong></p>"
             f"<p class=note>As of {escape(iso_z(now) or '')}; refreshes every {REFRESH_S} s. "
             f"Alive: pinged within {cfg.late_after_hours:g} h; late: longer; silent: nothing "
@@ -190,6 +192,8 @@ def fleet_page() -> Response:
         body += "<p>No units yet: no pings, pushes or deployments.</p>"
     if devices:
         body += _devices_section(devices, cfg, now)
+    if recent_sessions:
+        body += sessions_section(recent_sessions, RECENT_SESSIONS)
     body += "<p class=note><a href='/'>Index</a> · <a href='/api/units'>JSON</a></p>"
     return page("Fleet", body, REFRESH_S)
 
@@ -211,6 +215,22 @@ def _devices_section(rows: list[DeviceRow], cfg: Config, now: float) -> str:
             "no longer in pull_devices_file. Refused: bad packets or answers, failed polls. "
             "Devices in trouble come first.</p>"
             + table(DEVICE_COLUMNS, [device_row(r, now) for r in rows], table_id="devices"))
+
+
+RECENT_SESSIONS = 10
+
+
+def sessions_section(rows: list[Session], limit: int) -> str:
+    """The newest streaming sessions (`rows`, newest first) and their times."""
+    head = "<h2>Streaming sessions</h2>"
+    if not rows:
+        return head + "<p>No session started yet.</p>"
+    cells = [f"<tr>{td(s.id)}{td(s.name)}{td(iso_z(s.started_at))}"
+             f"{td(iso_z(s.stopped_at) if s.stopped_at else 'running')}</tr>" for s in rows]
+    return (head + table(("session", "name", "started (UTC)", "stopped (UTC)"), cells,
+                         table_id="sessions")
+            + f"<p class=note>The newest {limit}; all at <a href='/api/sessions'>"
+            "/api/sessions</a>; start and stop them on the <a href='/live'>live page</a>.</p>")
 
 
 def device_row(row: DeviceRow, now: float) -> str:

@@ -36,6 +36,7 @@ def html_page(title: str, body: str, status: int = 200) -> Response:
 def index() -> Response:
     links = [
         ("/fleet", "Fleet: every unit's status, signal, data pushed and updates, live"),
+        ("/live", "Live: the streaming devices' latest values, and their sessions"),
         ("/status/alive/recent", "Recent alive pings (plain text, newest first)"),
         ("/status/alive/summary", "Ping summary: which units are alive, signal strength"),
         ("/data/co2/summary", "CO2 summary: the tiered CO2 and temperature plots"),

@@ -1,8 +1,8 @@
 """Incremental import of what units and servers wrote into the SQLite database.
 
-Stages: readings, error logs, pings, gateway measurements, deployments. Each prints one
-progress line and logs its counts per outcome and reason in `import_log`; nothing is dropped
-without being counted.
+Stages: readings, error logs, pings, gateway measurements (with the streaming sessions),
+deployments. Each prints one progress line and logs its counts per outcome and reason in
+`import_log`; nothing is dropped without being counted.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .measurements import import_measurements
 from .pings import import_pings
 from .readings import import_readings
 from .report import StageReport
+from .sessions import import_sessions
 
 STAGES = ("readings", "errors", "pings", "measurements", "deployments")
 
@@ -43,8 +44,9 @@ def run_import(conn: sqlite3.Connection, src: Sources, out: Callable[[str], None
         "readings": lambda r: import_readings(conn, src.data_dir, r),
         "errors": lambda r: import_errors(conn, src.data_dir, r),
         "pings": lambda r: import_pings(conn, src.data_dir, src.db_dir, r),
-        "measurements": lambda r: import_measurements(conn, src.data_dir, src.tcp_device_types,
-                                                      r),
+        "measurements": lambda r: (
+            import_measurements(conn, src.data_dir, src.tcp_device_types, r),
+            import_sessions(conn, src.data_dir, r)),  # the sessions its rows are tagged with
         "deployments": lambda r: import_deployments(conn, src.deployments_tsv, r),
     }
     reports = {}

@@ -1,8 +1,9 @@
-"""Gateway raw logs (`tcp/<device>/NNNN.log`, `pull/<device>/NNNN.log`) into measurements.
+"""Gateway raw logs (`tcp/`, `pull/`, `ws/<device>/NNNN.log`) into measurements.
 
 The gateway stores each line's receipt and values live, once the line is durable; this stage
-reads the same lines with the same functions (tcp_format.interpret, pull_format.interpret), so
-a row lost between log and table comes back and a database rebuilt from the logs alone is the
+reads the same lines with the same functions (tcp_format.interpret, pull_format.interpret,
+ws_format.interpret: WebSocket rows carry their session), so a row lost between log and table
+comes back and a database rebuilt from the logs alone is the
 same. Rows are never deleted (the gateway writes them too): a replaced log is read again.
 
 TCP decoding is stateful per device: a packet's times and its resent records depend on the
@@ -19,7 +20,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ... import db, rawlog
 from . import sources
@@ -28,6 +29,7 @@ from .store import read_state, transaction, write_state
 
 if TYPE_CHECKING:
     from ...gateways.tcp_format import History, RecordFormat
+    from ...gateways.ws_format import WsLine
     from ...measurement_store import Measurement, Receipt
 
 KIND = "measurements"
@@ -42,8 +44,15 @@ UPDATE_RECEIPT = """UPDATE gateway_receipts SET verdict = :verdict, stored = :st
          OR detail IS NOT :detail)"""
 
 # (line, device, source, history) -> (receipt, values, history after the line)
-Decode = Callable[[rawlog.RawLine, str, str, "History | None"],
+Decode = Callable[[Any, str, str, "History | None"],
                   tuple["Receipt", list["Measurement"], "History | None"]]
+
+
+class Family(NamedTuple):
+    """How a family's raw log lines are read: `parse` a line (None: unreadable), `decode` it."""
+
+    parse: Callable[[bytes], Any]
+    decode: Decode
 
 
 def registry_text(registry: dict[int, RecordFormat]) -> str:
@@ -78,10 +87,20 @@ def find_logs(data_dir: Path) -> list[sources.Found]:
             if rawlog.LOG_FILE_RE.fullmatch(f.path.name)]
 
 
-def decoders(registry: dict[int, RecordFormat]) -> dict[str, Decode]:
-    """The decoding of each family's lines, the gateways' own."""
+def parse_ws(raw: bytes) -> WsLine | None:
+    """A WebSocket raw log line's fields, or None when no gateway wrote it so."""
+    from ...gateways.ws_format import WsLine
+
+    try:
+        return WsLine.parse(raw)
+    except ValueError:
+        return None
+
+
+def decoders(registry: dict[int, RecordFormat]) -> dict[str, Family]:
+    """The reading of each family's lines, the gateways' own."""
     # Imported here: the formats import measurement_store, which imports the toolchain.
-    from ...gateways import pull_format, tcp_format
+    from ...gateways import pull_format, tcp_format, ws_format
 
     def tcp(line: rawlog.RawLine, device: str, source: str,
             history: History | None) -> tuple[Receipt, list[Measurement], History | None]:
@@ -91,7 +110,13 @@ def decoders(registry: dict[int, RecordFormat]) -> dict[str, Decode]:
              history: History | None) -> tuple[Receipt, list[Measurement], History | None]:
         return (*pull_format.interpret(line, device, source), None)
 
-    return {tcp_format.FAMILY: tcp, pull_format.FAMILY: pull}
+    def ws(line: WsLine, device: str, source: str,
+           history: History | None) -> tuple[Receipt, list[Measurement], History | None]:
+        return (*ws_format.interpret(line, device, source), None)
+
+    return {tcp_format.FAMILY: Family(rawlog.parse_raw, tcp),
+            pull_format.FAMILY: Family(rawlog.parse_raw, pull),
+            ws_format.FAMILY: Family(parse_ws, ws)}
 
 
 def import_measurements(conn: sqlite3.Connection, data_dir: Path,
@@ -145,7 +170,7 @@ def _restarted_before_others(found: list[sources.Found], plan: sources.Plan) -> 
 
 
 def import_file(conn: sqlite3.Connection, work: sources.Work, carry: str | None,
-                decode: Decode, report: StageReport) -> str | None:
+                family: Family, report: StageReport) -> str | None:
     """Import a file's new lines starting from `carry`; return the carry after its last."""
     data, start = sources.read_new(work)
     device = work.found.group.split("/", 1)[1]
@@ -157,12 +182,12 @@ def import_file(conn: sqlite3.Connection, work: sources.Work, carry: str | None,
     for raw in data.split(b"\n")[:-1]:
         line_no += 1
         offset += len(raw) + 1
-        line = rawlog.parse_raw(raw)
+        line = family.parse(raw)
         if line is None:
             report.drop(work.state.id, line_no, UNREADABLE, raw.decode("utf-8", "replace"))
         else:
-            receipt, new, history = decode(line, device, rawlog.source_key(work.found.path,
-                                                                           line_no), history)
+            receipt, new, history = family.decode(
+                line, device, rawlog.source_key(work.found.path, line_no), history)
             receipts.append(receipt)
             values += new
         if len(values) >= BATCH_VALUES:

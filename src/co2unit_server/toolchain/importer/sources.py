@@ -16,6 +16,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+# remote_data/sessions/sessions.log: the streaming sessions, no unit either.
+from ...gateways.sessions import LOG_DIR as SESSIONS_DIR
+
 # The check hash of a file to read again from byte 0 (set by db's schema upgrades): no file's
 # content hashes to it, so the file counts as replaced.
 REREAD = ""
@@ -23,7 +26,7 @@ HEAD_BYTES = 4096
 TAIL_BYTES = 1024
 _DIGITS = re.compile(r"(\d+)")
 # remote_data/<family>/<device>/NNNN.log: the gateways' raw logs (rawlog.py), not CO2 units.
-GATEWAY_FAMILIES = ("tcp", "pull")
+GATEWAY_FAMILIES = ("tcp", "pull", "ws")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def find_files(root: Path, prefix: str, relative_dirs: Iterable[tuple[str, str]]
 
 def unit_candidates(data_dir: Path) -> list[str]:
     """The subdirectories of the data root that may be units' (not the gateways' families)."""
-    return [name for name in subdirs(data_dir) if name not in GATEWAY_FAMILIES]
+    return [name for name in subdirs(data_dir)
+            if name not in GATEWAY_FAMILIES and name != SESSIONS_DIR]
 
 
 def unit_dirs(data_dir: Path, subdir: str) -> list[tuple[str, str]]:

@@ -1,0 +1,568 @@
+"""The WebSocket gateway of the streaming devices (GATEWAYS.md §3).
+
+A device connects to `/`, says `hello`, gets `welcome` (with the running session, if any),
+then streams `readings` messages, each with a `seq` that increases per device, without
+waiting for acks. A new message is appended to the device's raw log (ws/<device>/NNNN.log, a
+WsLine) in the very turn that took it from the connection, fsynced with whatever else arrived
+within the group commit window, and only then acknowledged (`ack`, in seq order) and stored
+in the database, from that same line with ws_format.interpret (as the importer does). A kill
+-9 after an ack cannot lose the reading.
+
+Seq rules per device: a seq already in the raw log is acknowledged again and not stored again
+(a device resends what was not acknowledged when it reconnects); a seq below the highest one
+stored, not stored, is refused (OUT_OF_ORDER); anything higher is new. The state (the highest
+seq and the last RECENT_SEQS stored) is read from the device's raw log at its first hello.
+
+One connection per device id: a second hello with the same id takes over, and the old
+connection is closed with 4409. Stopping (close()) lets each connection acknowledge and store
+what it took, then closes it with 1001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..config import Config
+from ..measurement_store import MeasurementStore
+from ..rawlog import GroupCommit, RawLog, log_files, ts_text
+from . import ws_format
+from .tcp_gateway import peer_text
+from .ws_format import Hello, MessageError, WsLine
+from .ws_tokens import TokensFile
+
+log = logging.getLogger(__name__)
+
+# Messages a connection may have taken but not yet acknowledged (the batch waiting for its
+# fsync round, and the next): a device that pipelines faster than rounds go is not read on
+# (TCP holds it back), so it cannot take the event loop and the rounds from the others.
+MAX_IN_FLIGHT = 64
+RECENT_SEQS = 10_000  # stored seqs remembered per device: a resend older than these is refused
+MAX_LATEST_NAMES = 64  # latest values kept per device for status()
+RATE_WINDOW_S = 10
+ERROR_WINDOW_S = 60.0
+SEND_TIMEOUT_S = 5.0  # a device that takes no frame for this long is dropped
+CLOSE_TIMEOUT_S = 3.0  # for the device's answer to our close frame
+CLOSE_GRACE_S = 10.0  # close() waits this long for every connection to finish, at most
+MAX_IDLE_DEVICES = 10_000  # disconnected devices kept in status() (and their seq state)
+
+# Close codes: 1001 going away (the gateway stops), 1008 policy (no hello, flood), 1009 too
+# big (websockets itself), 1011 the raw log failed; ours, in the 4000 range for applications:
+CLOSE_BAD_TOKEN = 4401
+CLOSE_REPLACED = 4409
+
+
+class Sessions(Protocol):
+    """What the gateway uses of gateways/sessions.py's SessionKeeper."""
+
+    @property
+    def current_id(self) -> str | None: ...
+
+    @property
+    def current(self) -> dict[str, Any] | None: ...
+
+
+def utc_z(us: int) -> str:
+    """Microseconds since 1970 as ISO 8601 UTC with its Z (what status() shows)."""
+    return ts_text(us) + "Z"
+
+
+def stored_seqs(device_dir: Path, keep: int = RECENT_SEQS) -> list[int]:
+    """The seqs of the newest `keep` readable lines of a device's raw logs, oldest first.
+
+    The gateway appends a seq only above every seq stored before it, so these end with the
+    highest. An unreadable line (torn by a crash, edited) is passed over."""
+    seqs: list[int] = []
+    for path in reversed(log_files(device_dir)):
+        # The last piece is "" or a line being written (torn): only whole lines count.
+        for raw in reversed(path.read_bytes().split(b"\n")[:-1]):
+            try:
+                seqs.append(WsLine.parse(raw).seq)
+            except ValueError:
+                continue
+            if len(seqs) >= keep:
+                return seqs[::-1]
+    return seqs[::-1]
+
+
+class _Device:
+    """One device id: its seq state, its connection and what status() shows of it."""
+
+    def __init__(self, device_id: str, seqs: list[int]) -> None:
+        self.id = device_id
+        self.highest = max(seqs) if seqs else None
+        self.recent: deque[int] = deque(seqs, maxlen=RECENT_SEQS)
+        self.recent_set = set(self.recent)
+        self.connection: _Connection | None = None
+        self.sensors: tuple[str, ...] = ()
+        self.peer = ""
+        self.connected_since: str | None = None
+        self.last_message_us: int | None = None
+        self.rate: deque[list[int]] = deque(maxlen=RATE_WINDOW_S)  # [second, messages]
+        self.received = 0
+        self.acked = 0
+        self.errors = 0
+        self.error_times: deque[float] = deque()
+        self.latest: dict[str, tuple[str, float]] = {}
+
+    def is_stored(self, seq: int) -> bool:
+        return seq in self.recent_set
+
+    def stored(self, seq: int) -> None:
+        if len(self.recent) == RECENT_SEQS:
+            self.recent_set.discard(self.recent[0])
+        self.recent.append(seq)
+        self.recent_set.add(seq)
+        self.highest = seq if self.highest is None else max(self.highest, seq)
+
+    def forget(self, seqs: set[int]) -> None:
+        """Take back seqs whose lines may not be durable: a resend of them is stored anew."""
+        self.recent = deque((s for s in self.recent if s not in seqs), maxlen=RECENT_SEQS)
+        self.recent_set = set(self.recent)
+        self.highest = max(self.recent) if self.recent else None
+
+    def message(self, now_us: int) -> None:
+        self.last_message_us = now_us
+        second = now_us // 1_000_000
+        if self.rate and self.rate[-1][0] == second:
+            self.rate[-1][1] += 1
+        else:
+            self.rate.append([second, 1])
+
+    def error(self, now: float) -> int:
+        """Count an error; return how many within the last minute."""
+        self.errors += 1
+        self.error_times.append(now)
+        while self.error_times[0] < now - ERROR_WINDOW_S:
+            self.error_times.popleft()
+        return len(self.error_times)
+
+    def values(self, rows: tuple[tuple[str, str, float], ...]) -> None:
+        for ts, name, value in rows:
+            known = self.latest.get(name)
+            if known is None and len(self.latest) >= MAX_LATEST_NAMES:
+                continue  # bounded: a device inventing names does not grow the gateway
+            if known is None or ts >= known[0]:
+                self.latest[name] = (ts, value)
+
+    def status(self, now_us: int) -> dict[str, Any]:
+        since = now_us // 1_000_000 - RATE_WINDOW_S
+        return {
+            "device": self.id,
+            "connected": self.connection is not None,
+            "peer": self.peer,
+            "connected_since": self.connected_since,
+            "last_message_at": utc_z(self.last_message_us) if self.last_message_us else None,
+            "messages_per_s": sum(n for s, n in self.rate if s > since) / RATE_WINDOW_S,
+            "readings_received": self.received,
+            "readings_acked": self.acked,
+            "errors": self.errors,
+            "highest_seq": self.highest,
+            "sensors": list(self.sensors),
+            "latest": {name: {"ts": ts + "Z", "value": value}
+                       for name, (ts, value) in sorted(self.latest.items())},
+        }
+
+
+@dataclass(frozen=True)
+class _Out:
+    """A frame for the device, in order: an ack waits for the fsync of what came before it."""
+
+    text: str
+    seq: int | None = None  # an ack's seq (waits for the group commit)
+    line: WsLine | None = None  # a new message's raw log line, to store once durable
+    source: str = ""
+
+
+class _Connection:
+    """One device connection: sends its frames in order, from one task, once durable."""
+
+    def __init__(self, gateway: WsGateway, ws: ServerConnection) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.peer = peer_text(ws.remote_address)
+        self.device: _Device | None = None
+        self.outbox: list[_Out] = []
+        self.wake = asyncio.Event()  # the outbox has something
+        self.room = asyncio.Event()  # the outbox has room (MAX_IN_FLIGHT)
+        self.reading = True  # False: take no new message; the sender ends once it sent all
+        self.broken = False  # the raw log failed: acknowledge nothing more
+        self.sender: asyncio.Task | None = None
+        self.finishing: asyncio.Task | None = None
+
+    @property
+    def name(self) -> str:
+        return self.device.id if self.device else "?"
+
+    def queue(self, out: _Out) -> None:
+        self.outbox.append(out)
+        self.wake.set()
+
+    async def send(self, text: str) -> bool:
+        """Send one frame now; False when the device is gone or does not take it in time."""
+        try:
+            await asyncio.wait_for(self.ws.send(text), SEND_TIMEOUT_S)
+            return True
+        except ConnectionClosed:
+            return False
+        except TimeoutError:
+            log.warning("%s at %s takes no frames for %.0f s: dropped", self.name, self.peer,
+                        SEND_TIMEOUT_S)
+            self.ws.transport.abort()
+            return False
+
+    async def refuse(self, code: str, message: str, close_code: int, reason: str) -> None:
+        """Answer a hello with an error and close (before the device is attached)."""
+        log.warning("ws hello from %s refused: %s %s", self.peer, code, message)
+        await self.send(ws_format.error(code, message))
+        await self.ws.close(close_code, reason)
+
+    def start_sending(self) -> None:
+        self.sender = asyncio.get_running_loop().create_task(self._send_all())
+
+    async def _send_all(self) -> None:
+        """Send the outbox in order, each batch's acks after one group commit."""
+        while self.reading or self.outbox:
+            if not self.outbox:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            batch, self.outbox = self.outbox, []
+            self.room.set()
+            durable = await self._durable(batch)
+            try:
+                for out in batch:
+                    if out.seq is None or durable:
+                        await self._send_out(out)
+            finally:  # even when cancelled: what is durable gets stored
+                if durable:
+                    for out in batch:
+                        if out.line is not None:
+                            self.gateway.store_line(self.name, out.line, out.source)
+
+    async def _durable(self, batch: list[_Out]) -> bool:
+        """Whether the batch's lines are fsynced (waiting for the group commit if it has
+        acks); False, with the device's state taken back, when they may not be."""
+        if self.broken:
+            self._take_back(batch)
+            return False
+        if all(out.seq is None for out in batch):
+            return True
+        try:
+            await self.gateway.commit.durable()
+            return True
+        except OSError:
+            log.exception("raw log fsync failed: %s at %s gets no acks and is closed (it "
+                          "resends)", self.name, self.peer)
+            self.break_off()
+            self._take_back(batch)
+            return False
+
+    def _take_back(self, batch: list[_Out]) -> None:
+        if self.device is not None:
+            self.device.forget({out.seq for out in batch if out.line is not None})
+
+    def break_off(self) -> None:
+        """The raw log failed: acknowledge nothing more, close 1011; the device resends."""
+        self.broken = True
+        self.finish(1011, "raw log failed")
+
+    async def _send_out(self, out: _Out) -> None:
+        if not await self.send(out.text):
+            return
+        if out.seq is not None and self.device is not None:
+            self.device.acked += 1
+
+    def finish(self, code: int, reason: str) -> Awaitable[None]:
+        """Take no new message, send and store what was taken, then close (once)."""
+        self.reading = False  # now, before any await: what arrives from here on is left
+        if self.finishing is None:
+            self.finishing = asyncio.get_running_loop().create_task(self._finish(code, reason))
+        return asyncio.shield(self.finishing)
+
+    async def _finish(self, code: int, reason: str) -> None:
+        self.wake.set()
+        self.room.set()
+        if self.sender is not None:
+            try:
+                await self.sender
+            except Exception:  # a bug; the connection is closed all the same
+                log.exception("ws %s at %s: sending failed", self.name, self.peer)
+        await self.ws.close(code, reason)
+
+
+class WsGateway:
+    """Serves the streaming devices: hello, readings, acks once durable; commands to all."""
+
+    def __init__(self, config: Config, store: MeasurementStore, sessions: Sessions) -> None:
+        self.config = config
+        self.store = store
+        self.sessions = sessions
+        self.rawlog = RawLog(config.remote_data_dir, ws_format.FAMILY,
+                             config.raw_log_rotate_bytes)
+        self.commit = GroupCommit(self.rawlog.sync, config.raw_log_sync_ms / 1000)
+        self.tokens = TokensFile(config.ws_tokens_file) if config.ws_tokens_file else None
+        self.devices: dict[str, _Device] = {}
+        self._loading: dict[str, asyncio.Task[_Device]] = {}
+        self.connections: set[_Connection] = set()
+        self.closing = False
+        self._server: Server | None = None
+
+    async def start(self) -> None:
+        origins = self.config.ws_allowed_origins
+        keepalive = self.config.ws_keepalive_seconds
+        if self.tokens is not None and self.tokens.read()[0] is None:
+            log.error("ws_tokens_file %s is missing: add devices with `co2unit-server "
+                      "add-device`", self.tokens.path)
+        self._server = await serve(
+            self._serve, self.config.gateway_host or None, self.config.ws_gateway_port,
+            # None: clients without an Origin (devices); a browser always sends one, so a page
+            # elsewhere cannot open a device's connection (403) unless its origin is listed.
+            origins=[None, *origins],
+            process_request=self._process_request,
+            max_size=self.config.ws_max_message_bytes,
+            ping_interval=keepalive, ping_timeout=keepalive, close_timeout=CLOSE_TIMEOUT_S,
+            reuse_address=True)
+
+    @staticmethod
+    def _process_request(connection: ServerConnection, request: Request) -> Response | None:
+        if urlsplit(request.path).path != "/":
+            return connection.respond(HTTPStatus.NOT_FOUND, "the WebSocket endpoint is /\n")
+        return None
+
+    async def close(self) -> None:
+        """Stop accepting; let each connection acknowledge and store what it took, then close
+        it with 1001 (bounded); make the raw logs durable."""
+        self.closing = True
+        if self._server is None:
+            return
+        self._server.server.close()  # the listening socket only: connections stay open
+        finishing = [c.finish(1001, "going away") for c in list(self.connections)]
+        if finishing:
+            await asyncio.wait(finishing, timeout=CLOSE_GRACE_S)
+        for connection in self.connections:  # none, unless a bug: the raw logs close next
+            if connection.sender is not None and not connection.sender.done():
+                log.error("ws %s at %s: still sending at close", connection.name,
+                          connection.peer)
+                connection.sender.cancel()
+        self._server.close()  # what is left (a connection still in its handshake: 503)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server.wait_closed(), CLOSE_GRACE_S)
+        self.rawlog.close()
+
+    # --- one connection -----------------------------------------------------------------
+
+    async def _serve(self, ws: ServerConnection) -> None:
+        connection = _Connection(self, ws)
+        self.connections.add(connection)
+        try:
+            hello = await self._hello(connection)
+            if hello is not None:
+                await self._attach(connection, hello)
+                await self._read(connection)
+        except ConnectionClosed:
+            pass
+        except Exception:  # one connection's bug never stops the others
+            log.exception("ws connection from %s (%s) failed", connection.peer,
+                          connection.name)
+        finally:
+            await self._detach(connection)
+
+    async def _hello(self, connection: _Connection) -> Hello | None:
+        """The device's hello, or None when it was refused (and the connection closed)."""
+        if self.closing:
+            await connection.ws.close(1001, "going away")
+            return None
+        wait = self.config.ws_keepalive_seconds
+        try:
+            text = await asyncio.wait_for(connection.ws.recv(), wait)
+        except TimeoutError:
+            await connection.refuse("HELLO_TIMEOUT", f"no hello within {wait:g} s", 1008,
+                                    "no hello")
+            return None
+        try:
+            hello = ws_format.check_hello(ws_format.parse(text))
+        except MessageError as exc:
+            await connection.refuse(exc.code, str(exc), 1008, "hello first")
+            return None
+        if self.tokens is not None and not self.tokens.check(hello.device_id, hello.token):
+            await connection.refuse("BAD_TOKEN", f"no valid token for {hello.device_id}",
+                                    CLOSE_BAD_TOKEN, "bad token")
+            return None
+        return hello
+
+    async def _attach(self, connection: _Connection, hello: Hello) -> None:
+        """Make the connection the device's (the old one is closed 4409), then welcome."""
+        device = await self._device(hello.device_id)
+        # Put back if _forget_idle took it meanwhile (or take the one loaded since: the raw
+        # log, read after this device's last append, says the same).
+        device = self.devices.setdefault(device.id, device)
+        old, device.connection = device.connection, connection
+        if old is not None:
+            log.info("ws %s: new connection from %s replaces the one from %s", device.id,
+                     connection.peer, old.peer)
+            old.finish(CLOSE_REPLACED, "replaced")
+        connection.device = device
+        device.sensors = hello.sensors
+        device.peer = connection.peer
+        device.connected_since = utc_z(time.time_ns() // 1000)
+        await connection.ws.send(ws_format.welcome(self.sessions.current))
+        connection.start_sending()
+        log.info("ws %s connected from %s (highest stored seq %s)", device.id,
+                 connection.peer, device.highest)
+
+    async def _device(self, device_id: str) -> _Device:
+        """The device's state; its seqs are read from its raw log on its first hello."""
+        device = self.devices.get(device_id)
+        if device is not None:
+            return device
+        loading = self._loading.get(device_id)
+        if loading is None:  # one read, however many hellos wait for it
+            loading = self._loading[device_id] = asyncio.get_running_loop().create_task(
+                self._load(device_id))
+        return await asyncio.shield(loading)
+
+    async def _load(self, device_id: str) -> _Device:
+        try:
+            seqs = await asyncio.to_thread(stored_seqs, self.rawlog.device_dir(device_id))
+            self._forget_idle()
+            device = self.devices[device_id] = _Device(device_id, seqs)
+            return device
+        finally:
+            del self._loading[device_id]
+
+    def _forget_idle(self) -> None:
+        """Keep the devices bounded: the longest idle disconnected ones go (their seq state
+        is read again from their raw logs if they come back)."""
+        idle = [d for d in self.devices.values() if d.connection is None]
+        if len(idle) < MAX_IDLE_DEVICES:
+            return
+        idle.sort(key=lambda d: d.last_message_us or 0)
+        for device in idle[:len(idle) - MAX_IDLE_DEVICES + 1]:
+            del self.devices[device.id]
+
+    async def _read(self, connection: _Connection) -> None:
+        """Take the device's messages until it leaves or the connection is finishing."""
+        while connection.reading:
+            while len(connection.outbox) >= MAX_IN_FLIGHT and connection.reading:
+                connection.room.clear()
+                await connection.room.wait()
+            try:
+                text = await connection.ws.recv()
+            except ConnectionClosed as exc:
+                if exc.sent is not None and exc.sent.code == 1009:
+                    log.warning("ws %s at %s: message over %d bytes: closed 1009",
+                                connection.name, connection.peer,
+                                self.config.ws_max_message_bytes)
+                return
+            if connection.reading:
+                self._received(connection, text)
+
+    async def _detach(self, connection: _Connection) -> None:
+        await connection.finish(1000, "")
+        self.connections.discard(connection)
+        device = connection.device
+        if device is not None and device.connection is connection:
+            device.connection = None
+            log.info("ws %s at %s disconnected (%s)", device.id, connection.peer,
+                     connection.ws.close_code)
+
+    # --- one message --------------------------------------------------------------------
+
+    def _received(self, connection: _Connection, text: str | bytes) -> None:
+        """Check one message and queue its answer; a new one is appended to the raw log
+        here, in the turn that took it."""
+        device = connection.device
+        assert device is not None
+        received_us = time.time_ns() // 1000
+        device.message(received_us)
+        try:
+            readings = self._readings(ws_format.parse(text))
+            if device.is_stored(readings.seq):  # a resend: acknowledged again, kept once
+                device.received += 1
+                connection.queue(_Out(ws_format.ack(readings.seq), readings.seq))
+                return
+            if device.highest is not None and readings.seq < device.highest:
+                raise MessageError("OUT_OF_ORDER", f"seq {readings.seq} is below {device.highest}"
+                                   ", the highest stored, and was not stored")
+        except MessageError as exc:
+            self._refused(connection, exc)
+            return
+        assert isinstance(text, str)  # parse() refuses binary frames
+        device.received += 1
+        line = WsLine(ts_text(received_us), connection.peer, self.sessions.current_id,
+                      readings.seq, text)
+        try:
+            source = self.rawlog.append(device.id, line)
+        except OSError:
+            log.exception("ws %s: raw log append failed; the device is closed and resends",
+                          device.id)
+            connection.break_off()
+            return
+        device.stored(readings.seq)
+        device.values(readings.rows)
+        connection.queue(_Out(ws_format.ack(readings.seq), readings.seq, line, source))
+
+    @staticmethod
+    def _readings(message: dict[str, Any]) -> ws_format.Readings:
+        kind = message["type"]
+        if kind == "hello":
+            raise MessageError("HELLO_AGAIN", "hello was already said on this connection")
+        if kind != "readings":
+            raise MessageError("UNKNOWN_TYPE", f"unknown message type {kind[:40]!r}")
+        return ws_format.check_readings(message)
+
+    def _refused(self, connection: _Connection, exc: MessageError) -> None:
+        device = connection.device
+        assert device is not None
+        log.warning("ws %s at %s: %s %s", device.id, connection.peer, exc.code,
+                    str(exc)[:200])
+        connection.queue(_Out(ws_format.error(exc.code, str(exc))))
+        if device.error(time.monotonic()) > self.config.ws_max_errors_per_minute:
+            log.warning("ws %s at %s: over %d errors in a minute: closed 1008", device.id,
+                        connection.peer, self.config.ws_max_errors_per_minute)
+            connection.finish(1008, "too many errors")
+
+    def store_line(self, device: str, line: WsLine, source: str) -> None:
+        """Store a durable line's receipt and values (interpreted as the importer does)."""
+        try:
+            self.store.add(*ws_format.interpret(line, device, source))
+        except Exception:  # the store logs its own problems: a bug, but one message's
+            log.exception("%s not stored", source)
+
+    # --- sessions and status ------------------------------------------------------------
+
+    async def broadcast(self, command: str, session_id: str, at: str) -> int:
+        """Send a session's start or stop to every connected device at once; how many
+        devices took it."""
+        text = ws_format.command(command, session_id, at)
+        targets = [d.connection for d in self.devices.values()
+                   if d.connection is not None and d.connection.reading]
+        sent = await asyncio.gather(*(c.send(text) for c in targets), return_exceptions=True)
+        for connection, result in zip(targets, sent, strict=True):
+            if isinstance(result, BaseException):  # send() handles the expected ones
+                log.error("%s to %s failed: %r", command, connection.name, result)
+        log.info("%s of session %s sent to %d of %d devices", command, session_id,
+                 sent.count(True), len(targets))
+        return sent.count(True)
+
+    async def status(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Every device seen since the gateway started (connected first), and the session."""
+        now_us = time.time_ns() // 1000
+        devices = sorted(self.devices.values(), key=lambda d: (d.connection is None, d.id))
+        return {"devices": [d.status(now_us) for d in devices],
+                "session": self.sessions.current}
+

@@ -1,0 +1,101 @@
+"""Streaming devices' tokens (ws_tokens_file) and `co2unit-server add-device`.
+
+One line per device, `device:sha256$<salt>$<hash>` (salt and hash in base64, the hash
+sha256(salt + token)), in the credentials file format of users.py: blank lines and `#`
+comments allowed, written atomically with mode 0600, read again by the gateway when it changes.
+
+Why sha256 and not scrypt as for admin passwords: a token is 256 random bits from
+secrets.token_urlsafe(32), not something a person chose, so no dictionary or brute force can
+reach it and key stretching adds nothing; scrypt would cost 0.2 s of CPU per check, minutes
+when a thousand devices reconnect after a gateway restart. The salt keeps equal tokens from
+showing in the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..config import load_config
+from ..users import CredentialsFile, write_credential
+from .ws_format import NAME
+
+SCHEME = "sha256"
+SALT_BYTES = 16
+TOKEN_BYTES = 32
+
+
+def _digest(token: str, salt: bytes) -> bytes:
+    return hashlib.sha256(salt + token.encode("utf-8")).digest()
+
+
+def hash_token(token: str) -> str:
+    """`sha256$salt$hash` for a token, with a fresh random salt."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    encode = base64.b64encode
+    return f"{SCHEME}${encode(salt).decode()}${encode(_digest(token, salt)).decode()}"
+
+
+def verify_token(token: str, stored: str) -> bool:
+    """Whether `token` matches a stored hash (compared in constant time)."""
+    try:
+        scheme, salt, expected = stored.split("$")
+        if scheme != SCHEME:
+            return False
+        digest = _digest(token, base64.b64decode(salt, validate=True))
+        return hmac.compare_digest(digest, base64.b64decode(expected, validate=True))
+    except (ValueError, binascii.Error):
+        return False
+
+
+class TokensFile(CredentialsFile):
+    """The devices' tokens, read again whenever the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "device tokens file", "every device hello is refused")
+
+    def check(self, device: str, token: str | None) -> bool:
+        """Whether `token` is the device's (False without a token or an entry)."""
+        stored = self.read()[1].get(device)
+        return token is not None and stored is not None and verify_token(token, stored)
+
+
+def add_device(path: Path, device: str) -> str:
+    """Give a device a new token (replacing its old one); return the token."""
+    if not NAME.fullmatch(device):
+        raise ValueError(f"device id {device!r} must be 1-64 of A-Z a-z 0-9 . _ -")
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    write_credential(path, device, hash_token(token))
+    return token
+
+
+# --- `co2unit-server add-device` -------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device_id", help="the streaming device's id (its hello's device_id)")
+    p.add_argument("--ini", help="ini file whose [co2unit] ws_tokens_file to write")
+
+
+def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """Give a device a new token in ws_tokens_file; print the token once."""
+    config = load_config(environ, Path(args.ini) if args.ini else None)
+    if config.ws_tokens_file is None:
+        print("co2unit-server add-device: ws_tokens_file is not set (in the ini's [co2unit] "
+              "section or CO2UNIT_WS_TOKENS_FILE)", file=sys.stderr)
+        return 2
+    try:
+        token = add_device(config.ws_tokens_file, args.device_id)
+    except ValueError as exc:
+        print(f"co2unit-server add-device: {exc}", file=sys.stderr)
+        return 2
+    print(token)  # only here: the file keeps a hash
+    print(f"token of {args.device_id!r} written to {config.ws_tokens_file} (shown once; a "
+          "running gateway reads it at the next hello)", file=sys.stderr)
+    return 0
