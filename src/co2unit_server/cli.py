@@ -11,9 +11,10 @@ from pathlib import Path
 from . import delivery, fleet_status, serve, update_publish, users
 from .config import ConfigError, describe_settings, load_config
 from .gateways import process as gateways
+from .gateways import session_command, ws_tokens
 from .simulator import command as simulate
 from .simulator import nodemcu as simulate_pull
-from .simulator import tcp_devices
+from .simulator import tcp_devices, ws_devices
 from .toolchain import build, export
 
 DEFAULT_INI = Path("server.ini.example")
@@ -88,6 +89,8 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
      tcp_devices.add_arguments, tcp_devices.run),
     ("simulate-pull", "run emulated NodeMCU devices against the pull collector and verify "
      "every answer is stored once, on schedule", simulate_pull.add_arguments, simulate_pull.run),
+    ("simulate-ws", "run simulated streaming devices against the WebSocket gateway and verify "
+     "every acknowledged reading is stored once", ws_devices.add_arguments, ws_devices.run),
     ("import", "import new readings, error logs, pings, gateway raw logs and deployments into "
      "DB_DIR/db.sqlite3",
      build.add_source_arguments, build.run_import_command),
@@ -97,12 +100,17 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
      export.add_arguments, export.run),
     ("add-user", "add or replace an admin user (password hashed) in admin_users_file",
      users.add_arguments, users.run),
+    ("add-device", "give a WebSocket streaming device a new token (printed once, hashed in "
+     "ws_tokens_file)", ws_tokens.add_arguments, ws_tokens.run),
     ("publish-update", "publish a nickname, conf patch or code update to units, atomically",
      update_publish.add_arguments, update_publish.run),
     ("updates", "show each unit's updates: published, downloading, delivered, confirmed",
      delivery.add_arguments, delivery.run),
-    ("gateways", "run the enabled gateways (TCP packets, HTTP-polled devices) until stopped",
+    ("gateways", "run the enabled gateways (TCP packets, HTTP-polled devices, WebSocket "
+     "streams) until stopped",
      gateways.add_arguments, gateways.run),
+    ("session", "start, stop or show the streaming devices' session (in the running gateway)",
+     session_command.add_arguments, session_command.run),
     ("check", "check the deployed units and watched gateway devices for cron or Nagios: exit 0 "
      "alive, 1 late, 2 silent, 3 cannot tell", fleet_status.add_check_arguments,
      fleet_status.run_check),
