@@ -7,8 +7,10 @@ import sqlite3
 import struct
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
+from co2unit_server import db
 from co2unit_server.gateways import tcp_format
 from co2unit_server.launcher import GatewayProcess
 
@@ -38,13 +40,17 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0) -> T:
     return value
 
 
-def query(gateway: GatewayProcess, sql: str, *args: object) -> list[tuple]:
-    """Rows from the gateway's database; none while its writer has not created the tables."""
-    path = gateway.var_dir / "db.sqlite3"
-    if not path.exists():
+def db_rows(db_path: Path, sql: str, *args: object) -> list[tuple]:
+    """Rows from a gateway's database; none while its writer has not created the tables."""
+    if not db_path.exists():
         return []
-    with contextlib.closing(sqlite3.connect(path)) as conn:
+    with contextlib.closing(db.connect_readonly(db_path)) as conn:
         try:
             return conn.execute(sql, args).fetchall()
         except sqlite3.OperationalError:  # the writer has not created the tables yet
             return []
+
+
+def query(gateway: GatewayProcess, sql: str, *args: object) -> list[tuple]:
+    """db_rows() of the gateway's own database."""
+    return db_rows(gateway.var_dir / "db.sqlite3", sql, *args)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import sqlite3
 import struct
@@ -12,9 +11,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from gateway_fixtures import wait_for
+from gateway_fixtures import db_rows, wait_for
 
-from co2unit_server import db, rawlog
+from co2unit_server import rawlog
 from co2unit_server.serve import gateway_daemon, uwsgi_argv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,13 +46,8 @@ def send(port: int, data: bytes, timeout: float = 10.0) -> bool:
 
 def measurement_count(db_path: Path) -> int:
     """Rows in measurements; 0 while the gateway's writer has not created the table yet."""
-    if not db_path.exists():
-        return 0
-    with contextlib.closing(db.connect_readonly(db_path)) as conn:
-        try:
-            return conn.execute("SELECT count(*) FROM measurements").fetchone()[0]
-        except sqlite3.OperationalError:  # no such table (yet)
-            return 0
+    rows = db_rows(db_path, "SELECT count(*) FROM measurements")
+    return rows[0][0] if rows else 0
 
 
 

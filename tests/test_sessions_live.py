@@ -9,19 +9,17 @@ import contextlib
 import json
 import re
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
-from gateway_fixtures import wait_for
+from gateway_fixtures import db_rows, wait_for
 from websockets.asyncio.client import ClientConnection, connect
 
-from co2unit_server import db, research, users
+from co2unit_server import research, users
 from co2unit_server.cli import main
 from co2unit_server.config import load_config
 from co2unit_server.gateways import control
@@ -59,16 +57,6 @@ async def send_reading(ws: ClientConnection, seq: int, value: float) -> None:
         message = json.loads(await asyncio.wait_for(ws.recv(), 10))
         if message == {"type": "ack", "seq": seq}:
             return
-
-
-def db_rows(db_path: Path, sql: str, *args: object) -> list[tuple]:
-    if not db_path.exists():
-        return []
-    with contextlib.closing(db.connect_readonly(db_path)) as conn:
-        try:
-            return conn.execute(sql, args).fetchall()
-        except sqlite3.OperationalError:  # the writer has not made the table yet
-            return []
 
 
 # --- the CLI reaching 50 devices -------------------------------------------------------------

@@ -25,6 +25,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -263,3 +267,9 @@ class GroupCommit:
         await asyncio.sleep(self._window_s)
         self._round = None  # what is appended from now on waits for the next round
         await asyncio.to_thread(self._sync)
+
+
+def open_family(config: Config, family: str) -> tuple[RawLog, GroupCommit]:
+    """A gateway's raw log and the group commit that makes it durable, as the settings say."""
+    log = RawLog(config.remote_data_dir, family, config.raw_log_rotate_bytes)
+    return log, GroupCommit(log.sync, config.raw_log_sync_ms / 1000)

@@ -26,7 +26,7 @@ import aiohttp
 
 from ..config import Config, ConfigError
 from ..measurement_store import MeasurementStore
-from ..rawlog import REFUSED, GroupCommit, RawLine, RawLog, ts_text
+from ..rawlog import REFUSED, RawLine, open_family, ts_text
 from .pull_format import FAMILY, interpret
 
 log = logging.getLogger(__name__)
@@ -216,8 +216,7 @@ class PullCollector:
         self.config = config
         self.store = store
         self.devices = devices
-        self.rawlog = RawLog(config.remote_data_dir, FAMILY, config.raw_log_rotate_bytes)
-        self._commit = GroupCommit(self.rawlog.sync, config.raw_log_sync_ms / 1000)
+        self.rawlog, self._commit = open_family(config, FAMILY)
         self._timeout = aiohttp.ClientTimeout(total=config.pull_timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from ..config import Config
 from ..measurement_store import MeasurementStore
-from ..rawlog import GroupCommit, RawLine, RawLog, ts_text
+from ..rawlog import RawLine, open_family, ts_text
 from . import tcp_format
 from .tcp_format import Decoded, History, PacketError, RecordFormat
 
@@ -124,9 +124,7 @@ class TcpGateway:
         self.config = config
         self.store = store
         self.registry = registry
-        self.rawlog = RawLog(config.remote_data_dir, tcp_format.FAMILY,
-                             config.raw_log_rotate_bytes)
-        self.commit = GroupCommit(self.rawlog.sync, config.raw_log_sync_ms / 1000)
+        self.rawlog, self.commit = open_family(config, tcp_format.FAMILY)
         self.open_connections: set[_Connection] = set()
         self._histories: dict[str, History | None] = {}
         self._waiting: list[_Kept] = []  # appended, not yet durable

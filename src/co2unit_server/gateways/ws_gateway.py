@@ -38,7 +38,7 @@ from websockets.http11 import Request, Response
 
 from ..config import Config
 from ..measurement_store import MeasurementStore
-from ..rawlog import GroupCommit, RawLog, log_files, ts_text
+from ..rawlog import log_files, open_family, ts_text
 from . import ws_format
 from .tcp_gateway import peer_text
 from .ws_format import Hello, MessageError, WsLine
@@ -311,9 +311,7 @@ class WsGateway:
         self.config = config
         self.store = store
         self.sessions = sessions
-        self.rawlog = RawLog(config.remote_data_dir, ws_format.FAMILY,
-                             config.raw_log_rotate_bytes)
-        self.commit = GroupCommit(self.rawlog.sync, config.raw_log_sync_ms / 1000)
+        self.rawlog, self.commit = open_family(config, ws_format.FAMILY)
         self.tokens = TokensFile(config.ws_tokens_file) if config.ws_tokens_file else None
         self.devices: dict[str, _Device] = {}
         self._loading: dict[str, asyncio.Task[_Device]] = {}
