@@ -133,3 +133,55 @@ def test_sync_failure_reaches_every_waiter(tmp_path):
 
     results = asyncio.run(main())
     assert all(isinstance(r, OSError) for r in results)
+
+
+def _spy_syncs(monkeypatch) -> list[tuple[str, int]]:
+    """Record (kind, fd) of each fsync and syncfs the raw log makes (and make them)."""
+    calls: list[tuple[str, int]] = []
+    real_fsync, real_syncfs = os.fsync, rawlog._syncfs
+    assert real_syncfs is not None  # Linux: the C library has syncfs
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", fd))
+        real_fsync(fd)
+
+    def syncfs(fd: int) -> None:
+        calls.append(("syncfs", fd))
+        real_syncfs(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(rawlog, "_syncfs", syncfs)
+    return calls
+
+
+def test_a_sync_of_a_few_files_fsyncs_each(tmp_path, monkeypatch):
+    log = RawLog(tmp_path, "ws", 1 << 20)
+    count = rawlog.SYNCFS_OVER_FILES
+    for n in range(count):
+        log.append(f"dev-{n}", line(b"x"))
+    calls = _spy_syncs(monkeypatch)
+    log.sync()
+    assert [kind for kind, _ in calls] == ["fsync"] * count
+    assert len({fd for _, fd in calls}) == count
+    log.sync()  # nothing appended since: nothing to make durable
+    assert len(calls) == count
+
+
+def test_a_sync_of_many_files_is_one_syncfs_of_their_filesystem(tmp_path, monkeypatch):
+    log = RawLog(tmp_path, "ws", 1 << 20)
+    for n in range(rawlog.SYNCFS_OVER_FILES + 1):
+        log.append(f"dev-{n}", line(b"x"))
+    calls = _spy_syncs(monkeypatch)
+    log.sync()
+    assert [kind for kind, _ in calls] == ["syncfs"]
+    assert os.fstat(calls[0][1]).st_dev == os.stat(tmp_path / "ws").st_dev
+
+
+def test_a_failed_syncfs_raises_as_fsync_does(tmp_path, monkeypatch):
+    log = RawLog(tmp_path, "ws", 1 << 20)
+    for n in range(rawlog.SYNCFS_OVER_FILES + 1):
+        log.append(f"dev-{n}", line(b"x"))
+    assert rawlog._syncfs is not None
+    with pytest.raises(OSError):
+        rawlog._syncfs(-1)  # the real call, on a bad descriptor: EBADF
+    log.sync()  # the real syncfs: no error
