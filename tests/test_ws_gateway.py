@@ -544,6 +544,10 @@ class _Store:
         assert seq in self.durable, f"seq {seq} stored before its line was fsynced"
         self.seqs.append(seq)
 
+    def add_many(self, items) -> None:
+        for receipt, rows in items:
+            self.add(receipt, rows)
+
     def flush(self, timeout: float = 10.0) -> bool:
         return True
 

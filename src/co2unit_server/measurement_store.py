@@ -71,6 +71,9 @@ class MeasurementStore(Protocol):
         """Queue a receipt and its values, rows of `measurements` (a Measurement is one);
         never raises for a database problem (it is logged)."""
 
+    def add_many(self, items: Sequence[tuple[Receipt, Sequence[tuple]]]) -> None:
+        """add() for each (receipt, rows), queued at once (one wake-up of the writer)."""
+
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued is written (or given up); False on timeout."""
 
@@ -111,6 +114,10 @@ class SqliteMeasurementStore:
 
     def add(self, receipt: Receipt, rows: Sequence[tuple]) -> None:
         self._writer.submit((receipt.device, receipt.row(), rows))
+
+    def add_many(self, items: Sequence[tuple[Receipt, Sequence[tuple]]]) -> None:
+        self._writer.submit_many([(receipt.device, receipt.row(), rows)
+                                  for receipt, rows in items])
 
     def flush(self, timeout: float = 10.0) -> bool:
         return self._writer.flush(timeout)

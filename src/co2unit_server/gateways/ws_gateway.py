@@ -5,8 +5,9 @@ then streams `readings` messages, each with a `seq` that increases per device, w
 waiting for acks. A new message is appended to the device's raw log (ws/<device>/NNNN.log, a
 WsLine) in the very turn that took it from the connection, fsynced with whatever else arrived
 within the group commit window, and only then acknowledged (`ack`, in seq order) and stored
-in the database, from that same line with ws_format.interpret (as the importer does). A kill
--9 after an ack cannot lose the reading.
+in the database, with ws_format.stored (as the importer does from the line). A kill -9 after
+an ack cannot lose the reading. One task runs the commit rounds for every connection: it cuts
+what they took, waits for its fsync, then sends their frames and stores their lines.
 
 Seq rules per device: a seq already in the raw log is acknowledged again and not stored again
 (a device resends what was not acknowledged when it reconnects); a seq below the highest one
@@ -25,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -35,9 +36,10 @@ from urllib.parse import urlsplit
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from ..config import Config
-from ..measurement_store import MeasurementStore
+from ..measurement_store import Measurement, MeasurementStore, Receipt
 from ..rawlog import log_files, open_family, ts_text
 from . import ws_format
 from .tcp_gateway import peer_text
@@ -177,30 +179,31 @@ class _Device:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Out:
-    """A frame for the device, in order: an ack waits for the fsync of what came before it."""
+    """A frame for the device, in order; all go out after the fsync round they were taken in."""
 
     text: str
-    seq: int | None = None  # an ack's seq (waits for the group commit)
-    line: WsLine | None = None  # a new message's raw log line, to store once durable
-    source: str = ""
+    seq: int | None = None  # an ack's seq
+    stored: tuple[Receipt, list[Measurement]] | None = None  # a new message's, once durable
 
 
 class _Connection:
-    """One device connection: sends its frames in order, from one task, once durable."""
+    """One device connection: what it took waits for the gateway's next commit round, whose
+    task sends the frames (an ack after its line's fsync) and stores the lines."""
 
     def __init__(self, gateway: WsGateway, ws: ServerConnection) -> None:
         self.gateway = gateway
         self.ws = ws
         self.peer = peer_text(ws.remote_address)
         self.device: _Device | None = None
-        self.outbox: list[_Out] = []
-        self.wake = asyncio.Event()  # the outbox has something
-        self.room = asyncio.Event()  # the outbox has room (MAX_IN_FLIGHT)
-        self.reading = True  # False: take no new message; the sender ends once it sent all
+        self.outbox: list[_Out] = []  # for the next commit round
+        self.unsent = 0  # frames queued, not yet sent (or dropped): MAX_IN_FLIGHT bounds it
+        self.backlog: list[_Out] = []  # frames the device is slow to take: sent by a task
+        self.backlog_task: asyncio.Task | None = None
+        self.progress = asyncio.Event()  # unsent went down
+        self.reading = True  # False: take no new message; close once everything is sent
         self.broken = False  # the raw log failed: acknowledge nothing more
-        self.sender: asyncio.Task | None = None
         self.finishing: asyncio.Task | None = None
 
     @property
@@ -209,12 +212,29 @@ class _Connection:
 
     def queue(self, out: _Out) -> None:
         self.outbox.append(out)
-        self.wake.set()
+        self.unsent += 1
+        self.gateway.join_round(self)
+
+    def take(self) -> list[_Out]:
+        """The frames for the round being cut."""
+        batch, self.outbox = self.outbox, []
+        return batch
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        """Wait until `done()` (checked again each time frames went out)."""
+        while not done():
+            self.progress.clear()
+            await self.progress.wait()
+
+    def _gone(self, count: int) -> None:
+        self.unsent -= count
+        self.progress.set()
 
     async def send(self, text: str) -> bool:
         """Send one frame now; False when the device is gone or does not take it in time."""
         try:
-            await asyncio.wait_for(self.ws.send(text), SEND_TIMEOUT_S)
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self.ws.send(text)
             return True
         except ConnectionClosed:
             return False
@@ -230,61 +250,71 @@ class _Connection:
         await self.send(ws_format.error(code, message))
         await self.ws.close(close_code, reason)
 
-    def start_sending(self) -> None:
-        self.sender = asyncio.get_running_loop().create_task(self._send_all())
-
-    async def _send_all(self) -> None:
-        """Send the outbox in order, each batch's acks after one group commit."""
-        while self.reading or self.outbox:
-            if not self.outbox:
-                self.wake.clear()
-                await self.wake.wait()
-                continue
-            batch, self.outbox = self.outbox, []
-            self.room.set()
-            durable = await self._durable(batch)
-            try:
-                for out in batch:
-                    if out.seq is None or durable:
-                        await self._send_out(out)
-            finally:  # even when cancelled: what is durable gets stored
-                if durable:
-                    for out in batch:
-                        if out.line is not None:
-                            self.gateway.store_line(self.name, out.line, out.source)
-
-    async def _durable(self, batch: list[_Out]) -> bool:
-        """Whether the batch's lines are fsynced (waiting for the group commit if it has
-        acks); False, with the device's state taken back, when they may not be."""
-        if self.broken:
-            self._take_back(batch)
-            return False
-        if all(out.seq is None for out in batch):
-            return True
-        try:
-            await self.gateway.commit.durable()
-            return True
-        except OSError:
-            log.exception("raw log fsync failed: %s at %s gets no acks and is closed (it "
+    async def deliver(self, batch: list[_Out], durable: bool) -> list[tuple]:
+        """After the batch's commit round: send its frames in order (acks only when
+        `durable`); what to store (the receipts and values of its new lines)."""
+        if not durable or self.broken:
+            if self.device is not None:  # may not be durable: a resend is stored anew
+                self.device.forget({out.seq for out in batch if out.stored is not None})
+            if not self.broken:
+                log.error("raw log fsync failed: %s at %s gets no acks and is closed (it "
                           "resends)", self.name, self.peer)
-            self.break_off()
-            self._take_back(batch)
-            return False
+                self.break_off()
+            self._gone(len(batch))
+            return []
+        stored = [out.stored for out in batch if out.stored is not None]
+        try:
+            await self._send_batch(batch)
+        except Exception:  # a bug: the lines are stored all the same, the device resends
+            log.exception("ws %s at %s: sending failed; the connection is dropped", self.name,
+                          self.peer)
+            self.ws.transport.abort()
+            self._gone(self.unsent - len(self.outbox) - len(self.backlog))
+        return stored
 
-    def _take_back(self, batch: list[_Out]) -> None:
-        if self.device is not None:
-            self.device.forget({out.seq for out in batch if out.line is not None})
+    async def _send_batch(self, batch: list[_Out]) -> None:
+        # Inline while the device keeps up (its transport's buffer empty: ws.send neither
+        # waits nor can be cut short), so one task answers the whole round; a device that
+        # lags gets a task of its own, which may wait for it without holding up the others.
+        ws = self.ws
+        for k, out in enumerate(batch):
+            if self.backlog or ws.transport.get_write_buffer_size():
+                self.backlog += batch[k:]
+                if self.backlog_task is None:
+                    self.backlog_task = asyncio.get_running_loop().create_task(
+                        self._send_backlog())
+                return
+            if ws.state is not State.OPEN or ws.transport.is_closing():
+                self._gone(len(batch) - k)  # gone: it resends what it has no ack for
+                return
+            try:
+                await ws.send(out.text)
+            except ConnectionClosed:
+                self._gone(len(batch) - k)
+                return
+            self._sent(out)
+
+    def _sent(self, out: _Out) -> None:
+        if out.seq is not None and self.device is not None:
+            self.device.acked += 1
+        self._gone(1)
+
+    async def _send_backlog(self) -> None:
+        try:
+            while self.backlog:
+                out = self.backlog.pop(0)
+                if await self.send(out.text):
+                    self._sent(out)
+                else:
+                    self._gone(1 + len(self.backlog))
+                    self.backlog.clear()
+        finally:
+            self.backlog_task = None
 
     def break_off(self) -> None:
         """The raw log failed: acknowledge nothing more, close 1011; the device resends."""
         self.broken = True
         self.finish(1011, "raw log failed")
-
-    async def _send_out(self, out: _Out) -> None:
-        if not await self.send(out.text):
-            return
-        if out.seq is not None and self.device is not None:
-            self.device.acked += 1
 
     def finish(self, code: int, reason: str) -> Awaitable[None]:
         """Take no new message, send and store what was taken, then close (once)."""
@@ -294,13 +324,8 @@ class _Connection:
         return asyncio.shield(self.finishing)
 
     async def _finish(self, code: int, reason: str) -> None:
-        self.wake.set()
-        self.room.set()
-        if self.sender is not None:
-            try:
-                await self.sender
-            except Exception:  # a bug; the connection is closed all the same
-                log.exception("ws %s at %s: sending failed", self.name, self.peer)
+        self.progress.set()  # a reader waiting for room sees it is finishing
+        await self.until(lambda: self.unsent == 0)
         await self.ws.close(code, reason)
 
 
@@ -316,6 +341,8 @@ class WsGateway:
         self.devices: dict[str, _Device] = {}
         self._loading: dict[str, asyncio.Task[_Device]] = {}
         self.connections: set[_Connection] = set()
+        self._waiting: dict[_Connection, None] = {}  # with frames for the next round, in order
+        self._committer: asyncio.Task | None = None
         self.closing = False
         self._server: Server | None = None
 
@@ -352,10 +379,11 @@ class WsGateway:
         if finishing:
             await asyncio.wait(finishing, timeout=CLOSE_GRACE_S)
         for connection in self.connections:  # none, unless a bug: the raw logs close next
-            if connection.sender is not None and not connection.sender.done():
-                log.error("ws %s at %s: still sending at close", connection.name,
-                          connection.peer)
-                connection.sender.cancel()
+            if connection.unsent:
+                log.error("ws %s at %s: %d frames still unsent at close", connection.name,
+                          connection.peer, connection.unsent)
+            if connection.backlog_task is not None:
+                connection.backlog_task.cancel()
         self._server.close()  # what is left (a connection still in its handshake: 503)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), CLOSE_GRACE_S)
@@ -418,7 +446,6 @@ class WsGateway:
         device.peer = connection.peer
         device.connected_since = utc_z(time.time_ns() // 1000)
         await connection.ws.send(ws_format.welcome(self.sessions.current))
-        connection.start_sending()
         log.info("ws %s connected from %s (highest stored seq %s)", device.id,
                  connection.peer, device.highest)
 
@@ -455,9 +482,10 @@ class WsGateway:
     async def _read(self, connection: _Connection) -> None:
         """Take the device's messages until it leaves or the connection is finishing."""
         while connection.reading:
-            while len(connection.outbox) >= MAX_IN_FLIGHT and connection.reading:
-                connection.room.clear()
-                await connection.room.wait()
+            if connection.unsent >= MAX_IN_FLIGHT:
+                await connection.until(
+                    lambda: connection.unsent < MAX_IN_FLIGHT or not connection.reading)
+                continue
             try:
                 text = await connection.ws.recv()
             except ConnectionClosed as exc:
@@ -512,7 +540,8 @@ class WsGateway:
             return
         device.stored(readings.seq)
         device.values(readings.rows)
-        connection.queue(_Out(ws_format.ack(readings.seq), readings.seq, line, source))
+        connection.queue(_Out(ws_format.ack(readings.seq), readings.seq,
+                              ws_format.stored(readings, line, device.id, source)))
 
     @staticmethod
     def _readings(message: dict[str, Any]) -> ws_format.Readings:
@@ -534,12 +563,48 @@ class WsGateway:
                         connection.peer, self.config.ws_max_errors_per_minute)
             connection.finish(1008, "too many errors")
 
-    def store_line(self, device: str, line: WsLine, source: str) -> None:
-        """Store a durable line's receipt and values (interpreted as the importer does)."""
+    # --- commit rounds -------------------------------------------------------------------
+
+    def join_round(self, connection: _Connection) -> None:
+        """The connection has frames for the next commit round (whose task starts if none
+        runs)."""
+        self._waiting[connection] = None
+        if self._committer is None:
+            self._committer = asyncio.get_running_loop().create_task(self._commit_rounds())
+
+    async def _commit_rounds(self) -> None:
+        """Round after round while frames wait: cut what the connections took so far, wait
+        for the fsync of its lines (group commit), then send the round's frames and store its
+        lines. One task for every connection: no wake-up of a task per device per message."""
         try:
-            self.store.add(*ws_format.interpret(line, device, source))
-        except Exception:  # the store logs its own problems: a bug, but one message's
-            log.exception("%s not stored", source)
+            while self._waiting:
+                waiting, self._waiting = self._waiting, {}
+                batches = [(connection, connection.take()) for connection in waiting]
+                durable = await self._durable()
+                stored: list[tuple] = []
+                for connection, batch in batches:
+                    stored += await connection.deliver(batch, durable)
+                self._store(stored)
+        finally:
+            self._committer = None
+
+    async def _durable(self) -> bool:
+        """Whether everything appended so far is fsynced (False, logged, if it may not be)."""
+        try:
+            await self.commit.durable()
+            return True
+        except OSError:
+            log.exception("raw log fsync failed")
+            return False
+
+    def _store(self, stored: list[tuple]) -> None:
+        """Store durable lines' receipts and values (as the importer would from the lines)."""
+        if not stored:
+            return
+        try:
+            self.store.add_many(stored)
+        except Exception:  # the store logs its own problems: this is a bug, but one round's
+            log.exception("%d ws lines (%s...) not stored", len(stored), stored[0][0].source)
 
     # --- sessions and status ------------------------------------------------------------
 
