@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import sqlite3
 import struct
@@ -14,6 +15,7 @@ import pytest
 from gateway_fixtures import db_rows, wait_for
 
 from co2unit_server import rawlog
+from co2unit_server.gateways.process import tune_gc
 from co2unit_server.serve import gateway_daemon, uwsgi_argv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,6 +62,17 @@ def test_uwsgi_gets_the_gateway_as_an_attached_daemon():
     assert argv[i + 1] == value
     assert value.startswith(f"cmd={sys.executable} -m co2unit_server gateways")
     assert value.endswith(",stopsignal=15")
+
+
+def test_the_collector_leaves_the_loaded_objects_and_runs_seldom():
+    threshold = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_freeze_count() > 10_000  # the modules loaded so far
+        assert gc.get_threshold()[0] >= 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 def test_gateways_without_a_gateway_enabled_say_so(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import resource
 import signal
@@ -31,6 +32,17 @@ def raise_open_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def tune_gc() -> None:
+    """Fewer passes of the cyclic garbage collector, over fewer objects.
+
+    Under load every message allocates a few dozen objects, nearly all freed by reference
+    counting, yet with the default threshold (700) a pass ran every few messages: 12-14 % of
+    the event loop's time at 5,000 msg/s. What is loaded by now is never garbage: frozen, it
+    is out of every pass."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
 
 
 async def run_gateways(config: Config, stop: asyncio.Event) -> None:
@@ -68,6 +80,7 @@ async def run_gateways(config: Config, stop: asyncio.Event) -> None:
         await control.start()
         log.info("WebSocket gateway listening on %s:%d", config.gateway_host or "*",
                  config.ws_gateway_port)
+    tune_gc()
     log.info(READY)
     await stop.wait()
     log.info("gateways stopping")
