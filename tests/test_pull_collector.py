@@ -11,13 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from co2unit_server.config import ConfigError
-from co2unit_server.gateways.pull_collector import (
-    PullDevice,
-    backoff_us,
-    next_poll_us,
-    read_devices_file,
-)
+from co2unit_server.gateways.pull_collector import backoff_us, next_poll_us
+from co2unit_server.gateways.pull_format import PullDevice
 from co2unit_server.launcher import GatewayProcess
 from co2unit_server.rawlog import ts_us as us
 from co2unit_server.simulator.nodemcu import (
@@ -222,38 +217,6 @@ def lines_of_dir(base: Path, device: str):
 
 
 # --- the devices file ------------------------------------------------------------------------
-
-def test_devices_file_with_comments_and_blank_lines(tmp_path):
-    path = tmp_path / "devices.tsv"
-    path.write_text("# name\tURL\tinterval\n\nlab-1\thttp://10.0.0.7/circumstances\t10\n"
-                    "  # a comment\nroof_2.b\thttps://air.example:8443/circumstances\t1.5\n")
-    assert read_devices_file(path, 1.3) == [
-        PullDevice("lab-1", "http://10.0.0.7/circumstances", 10.0),
-        PullDevice("roof_2.b", "https://air.example:8443/circumstances", 1.5)]
-
-
-@pytest.mark.parametrize("line, why", [
-    ("lab-1 http://10.0.0.7/circumstances 10", "found 1 tab-separated field"),
-    ("lab-1\thttp://10.0.0.7/circumstances", "found 2 tab-separated field"),
-    ("../etc\thttp://10.0.0.7/circumstances\t10", "not a safe directory name"),
-    ("..\thttp://10.0.0.7/circumstances\t10", "not a safe directory name"),
-    ("lab 1\thttp://10.0.0.7/circumstances\t10", "not a safe directory name"),
-    ("lab-1\tftp://10.0.0.7/circumstances\t10", "not an http:// or https:// URL"),
-    ("lab-1\t10.0.0.7/circumstances\t10", "not an http:// or https:// URL"),
-    ("lab-1\thttp://10.0.0.7/circumstances\tten", "not a number of seconds"),
-    ("lab-1\thttp://10.0.0.7/circumstances\t0", "not a positive number"),
-    ("lab-1\thttp://10.0.0.7/circumstances\tnan", "not a positive number"),
-    ("lab-1\thttp://10.0.0.7/circumstances\t1", "below pull_refresh_seconds (1.3 s)"),
-    ("lab-2\thttp://10.0.0.8/circumstances\t10", "'lab-2' is already used on line 1"),
-])
-def test_bad_devices_file_line_is_refused_with_file_line_and_why(tmp_path, line, why):
-    path = tmp_path / "devices.tsv"
-    path.write_text(f"lab-2\thttp://10.0.0.9/circumstances\t10\n{line}\n")
-    with pytest.raises(ConfigError) as raised:
-        read_devices_file(path, 1.3)
-    assert str(raised.value).startswith(f"{path}:2: ")
-    assert why in str(raised.value)
-
 
 def test_gateways_command_exits_2_on_a_bad_devices_file(tmp_path):
     path = tmp_path / "devices.tsv"

@@ -1,12 +1,22 @@
-"""The NodeMCU answers (GATEWAYS.md §2): every value by its sensor's name, unusable ones named."""
+"""The pull formats (GATEWAYS.md §2): the devices file, strict and tolerant; the NodeMCU answers,
+every value by its sensor's name, unusable ones named."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from co2unit_server.gateways.pull_format import FAMILY, AnswerError, interpret, parse_answer
+from co2unit_server.config import ConfigError
+from co2unit_server.gateways.pull_format import (
+    FAMILY,
+    AnswerError,
+    PullDevice,
+    interpret,
+    parse_answer,
+    read_devices_file,
+)
 from co2unit_server.rawlog import RawLine
 
 EXAMPLE = (b'{"nodemcu":{"mq135":{"co":"2.56","co2":"402.08","alcohol":"0.94","nh4":"3.30",'
@@ -123,3 +133,59 @@ def test_interpret_partial_bad_and_failed():
     # An answer cut short after its status line is failed, whatever bytes came.
     receipt, values = interpret(raw("200", "failed", b"", "timeout"), "d", "s")
     assert (receipt.verdict, values) == ("failed", [])
+
+
+# --- the devices file ------------------------------------------------------------------------
+
+def test_devices_file_with_comments_and_blank_lines(tmp_path):
+    path = tmp_path / "devices.tsv"
+    path.write_text("# name\tURL\tinterval\n\nlab-1\thttp://10.0.0.7/circumstances\t10\n"
+                    "  # a comment\nroof_2.b\thttps://air.example:8443/circumstances\t1.5\n")
+    assert read_devices_file(path, 1.3) == [
+        PullDevice("lab-1", "http://10.0.0.7/circumstances", 10.0),
+        PullDevice("roof_2.b", "https://air.example:8443/circumstances", 1.5)]
+
+
+@pytest.mark.parametrize("line, why", [
+    ("lab-1 http://10.0.0.7/circumstances 10", "found 1 tab-separated field"),
+    ("lab-1\thttp://10.0.0.7/circumstances", "found 2 tab-separated field"),
+    ("../etc\thttp://10.0.0.7/circumstances\t10", "not a safe directory name"),
+    ("..\thttp://10.0.0.7/circumstances\t10", "not a safe directory name"),
+    ("lab 1\thttp://10.0.0.7/circumstances\t10", "not a safe directory name"),
+    ("lab-1\tftp://10.0.0.7/circumstances\t10", "not an http:// or https:// URL"),
+    ("lab-1\t10.0.0.7/circumstances\t10", "not an http:// or https:// URL"),
+    ("lab-1\thttp://10.0.0.7/circumstances\tten", "not a number of seconds"),
+    ("lab-1\thttp://10.0.0.7/circumstances\t0", "not a positive number"),
+    ("lab-1\thttp://10.0.0.7/circumstances\tnan", "not a positive number"),
+    ("lab-1\thttp://10.0.0.7/circumstances\t1", "below pull_refresh_seconds (1.3 s)"),
+    ("lab-2\thttp://10.0.0.8/circumstances\t10", "'lab-2' is already used on line 1"),
+])
+def test_bad_devices_file_line_is_refused_with_file_line_and_why(tmp_path, line, why):
+    path = tmp_path / "devices.tsv"
+    path.write_text(f"lab-2\thttp://10.0.0.9/circumstances\t10\n{line}\n")
+    with pytest.raises(ConfigError) as raised:
+        read_devices_file(path, 1.3)
+    assert str(raised.value).startswith(f"{path}:2: ")
+    assert why in str(raised.value)
+
+
+def test_tolerant_reading_leaves_out_what_does_not_parse_and_repeats(tmp_path):
+    path = tmp_path / "devices.tsv"
+    path.write_bytes(b"# comment\ta\t1\n\nok\thttp://x/\t30\nbad-interval\thttp://x/\tsoon\n"
+                     b"zero\thttp://x/\t0\ntwo\tfields\nlab 1\thttp://x/\t5\n"
+                     b"ftp\tftp://x/\t5\n  spaced \thttp://x/\t 5 \nok\thttp://y/\t99\n"
+                     b"latin-\xe9\thttp://x/\t5\n# caf\xe9\nlast\thttp://x/\t7\n")
+    assert read_devices_file(path, strict=False) == [
+        PullDevice("ok", "http://x/", 30.0), PullDevice("spaced", "http://x/", 5.0),
+        PullDevice("last", "http://x/", 7.0)]
+    with pytest.raises(ConfigError, match="cannot read it"):  # strict, not even UTF-8
+        read_devices_file(path)
+
+
+def test_an_unreadable_devices_file_is_refused_or_logged(tmp_path, caplog):
+    missing = tmp_path / "missing.tsv"
+    with pytest.raises(ConfigError, match=re.escape(f"pull_devices_file {missing}: cannot")):
+        read_devices_file(missing)
+    assert read_devices_file(missing, strict=False) == []
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert f"pull_devices_file {missing}: cannot read it" in caplog.text

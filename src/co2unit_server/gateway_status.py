@@ -23,8 +23,6 @@ is not configured anywhere, so one silent for longer is taken as retired (still 
 
 from __future__ import annotations
 
-import logging
-import math
 import sqlite3
 import time
 from collections import Counter
@@ -44,6 +42,7 @@ from .fleet_status import (
     iso_z,
 )
 from .gateways.pull_format import FAMILY as PULL
+from .gateways.pull_format import read_devices_file
 from .gateways.tcp_format import FAMILY as TCP
 from .measurement_store import (
     LatestValue,
@@ -55,8 +54,6 @@ from .measurement_store import (
 )
 from .rawlog import ts_text, ts_us
 from .timestamps import DAY
-
-log = logging.getLogger(__name__)
 
 FAMILIES = (TCP, PULL)
 LATE_INTERVALS = {TCP: 2.0, PULL: 3.0}
@@ -109,30 +106,13 @@ class DeviceDetail:
 
 
 def pull_intervals(path: Path | None) -> dict[str, float]:
-    """Name -> interval of each device of the pull devices file (name, URL, interval s).
+    """Name -> interval of each device of the pull devices file, read tolerantly.
 
-    Tolerant: a line that does not read is left out, an unreadable file gives none (logged).
-    The collector refuses such a file outright; the pages show what they can.
+    The collector refuses a bad file outright; the pages show what they can.
     """
     if path is None:
         return {}
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        log.warning("pull_devices_file %s: %s", path, exc)
-        return {}
-    intervals = {}
-    for line in text.splitlines():
-        fields = [f.strip() for f in line.split("\t")]
-        if len(fields) != 3 or fields[0].startswith("#"):
-            continue
-        try:
-            interval = float(fields[2])
-        except ValueError:
-            continue
-        if math.isfinite(interval) and interval > 0 and fields[0]:
-            intervals.setdefault(fields[0], interval)
-    return intervals
+    return {device.name: device.interval_s for device in read_devices_file(path, strict=False)}
 
 
 def fleet_devices(conn: sqlite3.Connection, config: Config, now: float | None = None,

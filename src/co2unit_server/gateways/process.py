@@ -21,6 +21,7 @@ from ..config import Config, load_config
 from ..measurement_store import open_store
 from . import tcp_format
 from .control import ControlServer
+from .pull_format import read_devices_file
 
 log = logging.getLogger(__name__)
 # Logged once every enabled gateway listens or polls (tests and scripts wait for it).
@@ -58,7 +59,7 @@ async def run_gateways(config: Config, stop: asyncio.Event) -> None:
                  config.tcp_gateway_port)
     pull_task = None
     if config.pull_devices_file:
-        from .pull_collector import PullCollector, read_devices_file
+        from .pull_collector import PullCollector
 
         devices = read_devices_file(config.pull_devices_file, config.pull_refresh_seconds)
         pull = PullCollector(config, store, devices)

@@ -14,24 +14,18 @@ import asyncio
 import dataclasses
 import errno
 import logging
-import math
-import re
 import time
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiohttp
 
-from ..config import Config, ConfigError
+from ..config import Config
 from ..measurement_store import MeasurementStore
 from ..rawlog import REFUSED, RawLine, open_family, ts_text
-from .pull_format import FAMILY, interpret
+from .pull_format import FAMILY, PullDevice, interpret
 
 log = logging.getLogger(__name__)
 
-NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 # The firmware's answer is under 1 KB; a device sending more is broken, not worth the memory.
 MAX_ANSWER_BYTES = 64 * 1024
 _US = 1_000_000
@@ -40,85 +34,6 @@ _MAX_DOUBLINGS = 32
 _OS_REASONS = {errno.ECONNREFUSED: "connection refused", errno.ECONNRESET: "connection reset",
                errno.EHOSTUNREACH: "host unreachable", errno.ENETUNREACH: "network unreachable",
                errno.ETIMEDOUT: "connect timed out", errno.EPIPE: "connection reset"}
-
-
-@dataclass(frozen=True)
-class PullDevice:
-    """A polled device: its name (raw log directory and table name), URL and interval."""
-
-    name: str
-    url: str
-    interval_s: float
-
-    @property
-    def interval_us(self) -> int:
-        return round(self.interval_s * _US)
-
-    @property
-    def phase_us(self) -> int:
-        """Where in each interval its polls fall: spread by name, the same on every start."""
-        return zlib.crc32(self.name.encode()) * self.interval_us >> 32
-
-    def slot_index(self, at_us: int) -> int:
-        """The index of its first slot at or after `at_us` (µs since 1970, UTC)."""
-        return -((self.phase_us - at_us) // self.interval_us)
-
-    def slot_us(self, index: int) -> int:
-        return self.phase_us + index * self.interval_us
-
-    def lateness_s(self, at_us: int) -> float:
-        """How long after its nearest slot `at_us` is (negative: before it)."""
-        offset = (at_us - self.phase_us) % self.interval_us
-        if offset * 2 > self.interval_us:
-            offset -= self.interval_us
-        return offset / _US
-
-
-def _parse_device(line: str, min_interval_s: float) -> PullDevice:
-    fields = line.rstrip("\r\n").split("\t")
-    if len(fields) != 3:
-        raise ValueError(f"expected name<TAB>URL<TAB>interval seconds, found {len(fields)} "
-                         "tab-separated field(s)")
-    name, url, interval = (f.strip() for f in fields)
-    if not NAME_RE.fullmatch(name) or name in (".", ".."):
-        raise ValueError(f"device name {name!r} is not a safe directory name "
-                         "(letters, digits, '.', '_', '-'; not '.' or '..')")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"URL {url!r} is not an http:// or https:// URL with a host")
-    try:
-        interval_s = float(interval)
-    except ValueError:
-        raise ValueError(f"interval {interval!r} is not a number of seconds") from None
-    if not (math.isfinite(interval_s) and interval_s > 0):
-        raise ValueError(f"interval {interval!r} is not a positive number of seconds")
-    if interval_s < min_interval_s:
-        raise ValueError(f"interval {interval_s:g} s is below pull_refresh_seconds "
-                         f"({min_interval_s:g} s): the device's values would not have changed")
-    return PullDevice(name, url, interval_s)
-
-
-def read_devices_file(path: Path, min_interval_s: float = 0.0) -> list[PullDevice]:
-    """The devices of a TSV (name, URL, interval s; `#` comments); ConfigError names file:line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"pull_devices_file {path}: cannot read it: {exc}") from None
-    devices: list[PullDevice] = []
-    lines_of: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            device = _parse_device(line, min_interval_s)
-        except ValueError as exc:
-            raise ConfigError(f"{path}:{number}: {exc}") from None
-        if device.name in lines_of:
-            raise ConfigError(f"{path}:{number}: device name {device.name!r} is already used "
-                              f"on line {lines_of[device.name]}")
-        lines_of[device.name] = number
-        devices.append(device)
-    return devices
 
 
 def backoff_us(device: PullDevice, failures: int, max_backoff_s: float) -> int:

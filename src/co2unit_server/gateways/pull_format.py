@@ -1,20 +1,34 @@
-"""The NodeMCU air-state answers (GATEWAYS.md §2): every value, named by its sensor.
+"""The pull family's formats (GATEWAYS.md §2): the devices file and the NodeMCU answers.
 
-`{"nodemcu": {"mq135": {"co2": "402.08", ...}, "bmp180": {...}, ...}}` gives `mq135.co2`,
-`bmp180.pressure`, ...: same-named values of different sensors stay apart, never averaged.
-Values are strings with two decimals; `""` (booting), `nan`, `inf`, `ovf` are unusable.
+The devices file (pull_devices_file) is a TSV of name, URL and interval seconds, `#` comments.
+The collector reads it strictly, the fleet pages tolerantly; this module has no aiohttp, so
+the pages and the simulator can read it without the collector's libraries.
+
+An answer `{"nodemcu": {"mq135": {"co2": "402.08", ...}, "bmp180": {...}, ...}}` gives
+`mq135.co2`, `bmp180.pressure`, ...: same-named values of different sensors stay apart, never
+averaged. Values are strings with two decimals; `""` (booting), `nan`, `inf`, `ovf` are unusable.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
 
+from ..config import ConfigError
 from ..measurement_store import Measurement, Receipt
 from ..rawlog import RawLine
 
+log = logging.getLogger(__name__)
+
 FAMILY = "pull"
+NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+_US = 1_000_000
 # The DS18B20 reads -55..125 °C; the firmware averages 8 slots and a missing probe reads
 # -127, so a mean below the range has a missing probe in it and is no temperature.
 _LOWEST = {"ds18b20.temperature": -55.0}
@@ -109,3 +123,96 @@ def interpret(line: RawLine, device: str, source: str) -> tuple[Receipt, list[Me
     except AnswerError as exc:
         return Receipt(source, device, FAMILY, line.ts, "bad", 0, None, str(exc)), []
     return answer.receipt(device, line.ts, source), answer.measurements(device, line.ts, source)
+
+
+# --- the devices file ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PullDevice:
+    """A polled device: its name (raw log directory and table name), URL and interval."""
+
+    name: str
+    url: str
+    interval_s: float
+
+    @property
+    def interval_us(self) -> int:
+        return round(self.interval_s * _US)
+
+    @property
+    def phase_us(self) -> int:
+        """Where in each interval its polls fall: spread by name, the same on every start."""
+        return zlib.crc32(self.name.encode()) * self.interval_us >> 32
+
+    def slot_index(self, at_us: int) -> int:
+        """The index of its first slot at or after `at_us` (µs since 1970, UTC)."""
+        return -((self.phase_us - at_us) // self.interval_us)
+
+    def slot_us(self, index: int) -> int:
+        return self.phase_us + index * self.interval_us
+
+    def lateness_s(self, at_us: int) -> float:
+        """How long after its nearest slot `at_us` is (negative: before it)."""
+        offset = (at_us - self.phase_us) % self.interval_us
+        if offset * 2 > self.interval_us:
+            offset -= self.interval_us
+        return offset / _US
+
+
+def _parse_device(line: str, min_interval_s: float) -> PullDevice:
+    fields = line.rstrip("\r\n").split("\t")
+    if len(fields) != 3:
+        raise ValueError(f"expected name<TAB>URL<TAB>interval seconds, found {len(fields)} "
+                         "tab-separated field(s)")
+    name, url, interval = (f.strip() for f in fields)
+    if not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ValueError(f"device name {name!r} is not a safe directory name "
+                         "(letters, digits, '.', '_', '-'; not '.' or '..')")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"URL {url!r} is not an http:// or https:// URL with a host")
+    try:
+        interval_s = float(interval)
+    except ValueError:
+        raise ValueError(f"interval {interval!r} is not a number of seconds") from None
+    if not (math.isfinite(interval_s) and interval_s > 0):
+        raise ValueError(f"interval {interval!r} is not a positive number of seconds")
+    if interval_s < min_interval_s:
+        raise ValueError(f"interval {interval_s:g} s is below pull_refresh_seconds "
+                         f"({min_interval_s:g} s): the device's values would not have changed")
+    return PullDevice(name, url, interval_s)
+
+
+def read_devices_file(path: Path, min_interval_s: float = 0.0,
+                      strict: bool = True) -> list[PullDevice]:
+    """The devices of a TSV (name, URL, interval s; `#` comments).
+
+    Strict (the collector): ConfigError names file:line of the first bad or repeated line.
+    Tolerant (the pages, which show what they can): such a line is left out, and an
+    unreadable file gives none, logged as a warning.
+    """
+    try:
+        # Tolerant, a stray byte spoils only its own line.
+        text = Path(path).read_text(encoding="utf-8", errors="strict" if strict else "replace")
+    except (OSError, UnicodeDecodeError) as exc:
+        if strict:
+            raise ConfigError(f"pull_devices_file {path}: cannot read it: {exc}") from None
+        log.warning("pull_devices_file %s: cannot read it: %s", path, exc)
+        return []
+    devices: list[PullDevice] = []
+    lines_of: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            device = _parse_device(line, min_interval_s)
+            if device.name in lines_of:
+                raise ValueError(f"device name {device.name!r} is already used on line "
+                                 f"{lines_of[device.name]}")
+        except ValueError as exc:
+            if strict:
+                raise ConfigError(f"{path}:{number}: {exc}") from None
+            continue
+        lines_of[device.name] = number
+        devices.append(device)
+    return devices
