@@ -18,29 +18,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
-import contextlib
 import json
 import random
 import socket
 import sqlite3
 import struct
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import rawlog
 from ..db import connect_readonly
 from ..gateways.process import raise_open_file_limit
+from ..gateways.pull_format import PullDevice
 from ..launcher import GatewayProcess, free_port
-
-if TYPE_CHECKING:
-    from ..gateways.pull_collector import PullDevice
+from .common import (
+    counts_text,
+    duration,
+    integer,
+    percentile,
+    run_dir,
+    share,
+    verdict_lines,
+)
 
 HOST = "127.0.0.1"
 PATH = "/circumstances"
@@ -304,9 +308,6 @@ class NodeMcuFleet:
 
     def pull_devices(self, interval_s: float) -> list[PullDevice]:
         """The devices as the collector is to poll them (started: their ports are known)."""
-        # Imported here: the CLI loads this module, aiohttp is only needed when a fleet runs.
-        from ..gateways.pull_collector import PullDevice
-
         return [PullDevice(name, device.url, interval_s) for name, device in self.devices.items()]
 
 
@@ -380,19 +381,13 @@ class PullReport:
 
     def summary(self, shown: int = 20) -> str:
         lines = [f"{name}: {value}" for name, value in self.figures.items()]
-        lines += [f"problem: {p}" for p in self.problems[:shown]]
-        if len(self.problems) > shown:
-            lines.append(f"... and {len(self.problems) - shown} more problems")
-        lines.append("PASS" if self.passed else f"FAIL ({len(self.problems)} problems)")
-        return "\n".join(lines)
+        return "\n".join(lines + verdict_lines(self.problems, self.passed, shown))
 
 
 def read_pull_logs(remote_data: Path) -> dict[str, list[tuple[str, rawlog.RawLine | None]]]:
     """Every pull device's raw log lines (source, line or None when unreadable)."""
     family = remote_data / "pull"
-    return {device: [entry for path in rawlog.log_files(family / device)
-                     for entry in rawlog.read_lines_of(path)]
-            for device in rawlog.devices(family)}
+    return {device: list(rawlog.read_lines(family / device)) for device in rawlog.devices(family)}
 
 
 @dataclass
@@ -550,11 +545,6 @@ def _check_schedule(fleet: NodeMcuFleet, devices: list[PullDevice], started_us: 
                                    f"{checks.late_limit_s:g} s late (up to {max(late):.3f} s)")
 
 
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else 0.0
-
-
 def verify_pull(fleet: NodeMcuFleet, devices: list[PullDevice], base: Path, started_us: int,
                 stopped_us: int, checks: Checks) -> PullReport:
     """Hold the gateway's raw logs and tables in `base` against what the fleet sent."""
@@ -570,8 +560,7 @@ def verify_pull(fleet: NodeMcuFleet, devices: list[PullDevice], base: Path, star
     report.figures.update({
         "devices": f"{len(devices)} ({sum(d.spec.healthy for d in fleet.devices.values())} "
                    "healthy)",
-        "polls": f"{polls} in {run_s:.1f} s ({polls / run_s:.1f}/s): " + ", ".join(
-            f"{verdict} {count}" for verdict, count in sorted(verdicts.items())),
+        "polls": f"{polls} in {run_s:.1f} s ({polls / run_s:.1f}/s): {counts_text(verdicts)}",
         "answers sent": str(sum(len(d.answers) for d in fleet.devices.values())),
         "values stored": str(sum(len(rows) for rows in table.values.values())),
         "healthy poll start lateness": (
@@ -641,31 +630,22 @@ def run_pull(base: Path, run: PullRunSettings,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--devices", type=int, default=10, help="emulated devices (default: 10)")
-    p.add_argument("--interval", type=float, default=2.0,
+    p.add_argument("--devices", type=integer(1, 10000), default=10,
+                   help="emulated devices (default: 10)")
+    p.add_argument("--interval", type=duration, default=2.0,
                    help="poll interval of every device, seconds (default: 2)")
-    p.add_argument("--seconds", type=float, default=20.0,
+    p.add_argument("--seconds", type=duration, default=20.0,
                    help="how long the gateway runs (default: 20)")
-    p.add_argument("--faults", type=float, default=0.3,
+    p.add_argument("--faults", type=share, default=0.3,
                    help=f"share of faulty devices, modes in turn: {', '.join(FAULTS)} "
                    "(default: 0.3)")
     p.add_argument("--seed", type=int, default=1, help="seed of values and device kinds")
-    p.add_argument("--timeout", type=float, default=1.0,
+    p.add_argument("--timeout", type=duration, default=1.0,
                    help="pull_timeout_seconds (default: 1)")
-    p.add_argument("--refresh", type=float, default=REFRESH_S,
+    p.add_argument("--refresh", type=duration, default=REFRESH_S,
                    help="pull_refresh_seconds (default: %(default)s)")
     p.add_argument("--keep", type=Path, metavar="DIR",
                    help="run in DIR and keep it (raw logs, database, gateways.log)")
-
-
-@contextlib.contextmanager
-def _run_dir(keep: Path | None) -> Iterator[Path]:
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep
-        return
-    with tempfile.TemporaryDirectory(prefix="simulate-pull-") as tmp:
-        yield Path(tmp)
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
@@ -677,7 +657,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings = PullRunSettings(devices=args.devices, interval_s=args.interval,
                                seconds=args.seconds, faults=args.faults, seed=args.seed,
                                timeout_s=args.timeout, refresh_s=args.refresh)
-    with _run_dir(args.keep) as base:
+    with run_dir(args.keep, "simulate-pull-") as base:
         report = run_pull(base, settings).report
         print(report.summary())
         if args.keep:

@@ -19,19 +19,27 @@ import argparse
 import asyncio
 import math
 import random
-import shutil
 import sqlite3
 import struct
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .. import db
 from ..gateways import tcp_format
-from ..rawlog import RawLine, log_files, read_lines_of, ts_us
+from ..rawlog import RawLine, read_lines, ts_us
+from .common import (
+    RunVerification,
+    add_gateway_arguments,
+    integer,
+    read_db,
+    receipt_sources,
+    run_dir,
+    share,
+    until_stored,
+    verdict_lines,
+)
 
 RECORD = struct.Struct("<HHH")  # lux, humidity code, temperature code (SensorData)
 BUFFER_RECORDS = tcp_format.DEVICE_BUFFER_BYTES // RECORD.size  # 58
@@ -43,7 +51,6 @@ NOISE_IDS = range(250, 255)  # stray peers' "device IDs": never a station's
 MAX_STATIONS = NOISE_IDS.start - 2  # and one more ID that no station has
 OUTAGE_MAX_WAKES = 3
 SEND_TIMEOUT_S = 10.0
-ROWS_WAIT_S = 30.0
 # The SI7021 codes' resolution (its driver clears the 2 status bits) plus rounding.
 TOLERANCE = {"light": 0.0, "humidity": 0.02, "temperature": 0.02}
 
@@ -242,21 +249,13 @@ async def simulate(cfg: SimConfig, stations: list[Station]) -> list[tuple[str, b
 
 
 @dataclass
-class Verification:
-    """What the raw logs and the table say about a run."""
+class Verification(RunVerification):
+    """What the raw logs and the table say about a run of stations."""
 
-    problems: list[str] = field(default_factory=list)
-    lines: int = 0
     bad_lines: int = 0
     unknown_lines: int = 0
     accepted_records: int = 0  # in packets the device took for sent and the gateway took
     resent_records: int = 0  # carried again and recognised as such
-    rows_expected: int = 0
-    rows_found: int = 0
-
-
-def log_lines(device_dir: Path) -> list[tuple[str, RawLine | None]]:
-    return [item for path in log_files(device_dir) for item in read_lines_of(path)]
 
 
 def table_rows(conn: sqlite3.Connection, device: str) -> dict[str, dict[tuple[str, str], float]]:
@@ -266,11 +265,6 @@ def table_rows(conn: sqlite3.Connection, device: str) -> dict[str, dict[tuple[st
             "SELECT source, ts, name, value FROM measurements WHERE device = ?", (device,)):
         rows.setdefault(source, {})[ts, name] = value
     return rows
-
-
-def receipt_sources(conn: sqlite3.Connection, device: str) -> set[str]:
-    return {source for (source,) in conn.execute(
-        "SELECT source FROM gateway_receipts WHERE device = ?", (device,))}
 
 
 class StationCheck:
@@ -368,53 +362,48 @@ class StationCheck:
 def verify(stations: list[Station], noise: list[tuple[str, bytes]], remote_data: Path,
            db_path: Path, known_ids: set[int] | None) -> Verification:
     """Hold the raw logs and the table against what the stations and stray peers sent."""
-    registry = {s.device_id: tcp_format.FORMATS[TYPE_1] for s in stations}
     family = remote_data / tcp_format.FAMILY
     result = Verification()
-    try:
-        conn = db.connect_readonly(db_path)
-    except sqlite3.Error as exc:
-        result.problems.append(f"cannot open {db_path}: {exc}")
-        return result
-    try:
-        for station in stations:
-            known = None if known_ids is None else station.device_id in known_ids
-            StationCheck(station, registry, known, result).run(
-                log_lines(family / station.device), table_rows(conn, station.device),
-                receipt_sources(conn, station.device))
-        for device in [f"esp8266-{i}" for i in NOISE_IDS] + [tcp_format.UNIDENTIFIED]:
-            lines = log_lines(family / device)
-            result.lines += len(lines)
-            result.bad_lines += sum(line is not None and line.verdict == "bad"
-                                    for _, line in lines)
-            if any(line is None or line.verdict != "bad" for _, line in lines) or \
-                    table_rows(conn, device):
-                result.problems.append(f"{device}: a stray packet was not refused as bad")
-        if known_ids is not None:  # a fresh gateway: every stray packet is in a log
-            strays = sum(1 for _, p in noise if p) + sum(
-                1 for s in stations for p in s.sent
-                if tcp_format.device_name(p.payload) == tcp_format.UNIDENTIFIED)
-            logged = sum(len(log_lines(family / d)) for d in
-                         [f"esp8266-{i}" for i in NOISE_IDS] + [tcp_format.UNIDENTIFIED])
-            if strays != logged:
-                result.problems.append(f"{strays} stray packets sent, {logged} in the raw logs")
-    except sqlite3.Error as exc:
-        result.problems.append(f"cannot read {db_path}: {exc}")
-    finally:
-        conn.close()
+
+    def check(conn: sqlite3.Connection) -> None:
+        _check_stations(conn, stations, family, known_ids, result)
+        _check_strays(conn, stations, noise, family, known_ids is not None, result)
+
+    read_db(db_path, result.problems, check)
     return result
 
 
-def verify_when_stored(stations: list[Station], noise: list[tuple[str, bytes]],
-                       remote_data: Path, db_path: Path, known_ids: set[int] | None,
-                       wait_s: float) -> Verification:
-    """verify(), again until it passes or `wait_s` is up: a running gateway stores in batches."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        result = verify(stations, noise, remote_data, db_path, known_ids)
-        if not result.problems or time.monotonic() >= deadline:
-            return result
-        time.sleep(0.25)
+def _check_stations(conn: sqlite3.Connection, stations: list[Station], family: Path,
+                   known_ids: set[int] | None, result: Verification) -> None:
+    """Every station's raw log and rows; `known_ids`: our own gateway's tcp_device_types."""
+    registry = {s.device_id: tcp_format.FORMATS[TYPE_1] for s in stations}
+    for station in stations:
+        known = None if known_ids is None else station.device_id in known_ids
+        StationCheck(station, registry, known, result).run(
+            list(read_lines(family / station.device)), table_rows(conn, station.device),
+            receipt_sources(conn, station.device))
+
+
+def _check_strays(conn: sqlite3.Connection, stations: list[Station],
+                 noise: list[tuple[str, bytes]], family: Path, fresh: bool,
+                 result: Verification) -> None:
+    """Every stray packet refused as bad, and (a `fresh` gateway) each one in a raw log."""
+    stray_devices = [f"esp8266-{i}" for i in NOISE_IDS] + [tcp_format.UNIDENTIFIED]
+    logged = 0
+    for device in stray_devices:
+        lines = list(read_lines(family / device))
+        logged += len(lines)
+        result.lines += len(lines)
+        result.bad_lines += sum(line is not None and line.verdict == "bad" for _, line in lines)
+        if any(line is None or line.verdict != "bad" for _, line in lines) or \
+                table_rows(conn, device):
+            result.problems.append(f"{device}: a stray packet was not refused as bad")
+    if fresh:  # every stray packet is in a log
+        strays = sum(1 for _, p in noise if p) + sum(
+            1 for s in stations for p in s.sent
+            if tcp_format.device_name(p.payload) == tcp_format.UNIDENTIFIED)
+        if strays != logged:
+            result.problems.append(f"{strays} stray packets sent, {logged} in the raw logs")
 
 
 @dataclass
@@ -447,9 +436,7 @@ class RunResult:
         lines.append(f"raw log lines {v.lines} (bad {v.bad_lines}, unknown {v.unknown_lines})  "
                      f"records sent and accepted {v.accepted_records}  resent records "
                      f"recognised {v.resent_records}  rows {v.rows_found}/{v.rows_expected}")
-        lines += [f"problem: {p}" for p in v.problems[:10]]
-        lines.append("PASS" if self.passed else f"FAIL ({len(v.problems)} problems)")
-        return "\n".join(lines)
+        return "\n".join(lines + verdict_lines(v.problems, self.passed))
 
 
 def run_stations(cfg: SimConfig) -> RunResult:
@@ -464,9 +451,9 @@ def run_against(cfg: SimConfig) -> RunResult:
     """Run against a gateway already running; verify when its data dirs are given."""
     result = run_stations(cfg)
     if cfg.remote_data is not None and cfg.var_dir is not None:
-        result.verification = verify_when_stored(
-            result.stations, result.noise, cfg.remote_data, cfg.var_dir / "db.sqlite3", None,
-            ROWS_WAIT_S)
+        remote_data, db_path = cfg.remote_data, cfg.var_dir / "db.sqlite3"
+        result.verification = until_stored(
+            lambda: verify(result.stations, result.noise, remote_data, db_path, None))
     return result
 
 
@@ -474,67 +461,42 @@ def run_own_gateway(cfg: SimConfig) -> RunResult:
     """Start a gateway in a temp dir (or cfg.workdir), run against it, stop it, verify."""
     from ..launcher import GatewayProcess
 
-    base = cfg.workdir or Path(tempfile.mkdtemp(prefix="simulate-tcp-"))
     known = set(range(1, cfg.devices - cfg.unknown + 1))
     # An empty setting means its default (ID 1): with every station unknown, name an ID none has.
     types = ",".join(f"{i}={TYPE_1}" for i in sorted(known)) or f"{MAX_STATIONS + 1}={TYPE_1}"
-    gateway = GatewayProcess(base, {"tcp_device_types": types}, tcp=True).start()
-    try:
-        result = run_stations(replace(cfg, port=gateway.tcp_port))
-        if gateway.stop() != 0:  # a clean stop stores everything it received
-            print(gateway.log_text()[-3000:], file=sys.stderr)
-        result.verification = verify(result.stations, result.noise, gateway.remote_data,
-                                     gateway.var_dir / "db.sqlite3", known)
-        return result
-    finally:
-        gateway.kill()
-        if cfg.workdir is None:
-            shutil.rmtree(base, ignore_errors=True)
-
-
-def _share(raw: str) -> float:
-    value = float(raw)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {raw}")
-    return value
-
-
-def _count(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low}-{high}, got {raw}")
-        return value
-    return parse
+    with run_dir(cfg.workdir, "simulate-tcp-") as base:
+        gateway = GatewayProcess(base, {"tcp_device_types": types}, tcp=True).start()
+        try:
+            result = run_stations(replace(cfg, port=gateway.tcp_port))
+            if gateway.stop() != 0:  # a clean stop stores everything it received
+                print(gateway.log_text()[-3000:], file=sys.stderr)
+            result.verification = verify(result.stations, result.noise, gateway.remote_data,
+                                         gateway.var_dir / "db.sqlite3", known)
+            return result
+        finally:
+            gateway.kill()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--devices", type=_count(1, MAX_STATIONS), default=5,
+    p.add_argument("--devices", type=integer(1, MAX_STATIONS), default=5,
                    help="stations, device IDs 1..N (default: %(default)s)")
-    p.add_argument("--unknown", type=_count(0, MAX_STATIONS), default=1,
+    p.add_argument("--unknown", type=integer(0, MAX_STATIONS), default=1,
                    help="how many of them (the last IDs) are not in the gateway's "
                    "tcp_device_types (own gateway only; default: %(default)s)")
-    p.add_argument("--packets", type=_count(1, 100000), default=10,
+    p.add_argument("--packets", type=integer(1, 100000), default=10,
                    help="wakes per station (default: %(default)s)")
-    p.add_argument("--faults", type=_share, default=0.2,
+    p.add_argument("--faults", type=share, default=0.2,
                    help="share of wakes with a fault, and stray packets per wake "
                    "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="seed of data and faults")
-    p.add_argument("--wake", type=_count(1, 65535), default=3600,
+    p.add_argument("--wake", type=integer(1, 65535), default=3600,
                    help="expectedWakeupTime in the headers, s (default: %(default)s)")
-    p.add_argument("--every", type=_count(1, 65535), default=120,
+    p.add_argument("--every", type=integer(1, 65535), default=120,
                    help="measurementsEvery in the headers, s (default: %(default)s)")
     p.add_argument("--period", type=float, default=0.5,
                    help="real seconds between a station's wakes: time compression "
                    "(default: %(default)s)")
-    p.add_argument("--host", default="127.0.0.1", help="the gateway (default: %(default)s)")
-    p.add_argument("--port", type=_count(1, 65535),
-                   help="the gateway's TCP port; without it, a gateway of its own is started "
-                   "in a temp dir and stopped at the end")
-    p.add_argument("--remote-data", type=Path,
-                   help="with --port: the gateway's remote_data dir, to verify the result")
-    p.add_argument("--var-dir", type=Path,
-                   help="with --port: the gateway's var dir (db.sqlite3), to verify the result")
+    add_gateway_arguments(p, "TCP")
     p.add_argument("--workdir", type=Path,
                    help="without --port: where the own gateway keeps its data (kept)")
 

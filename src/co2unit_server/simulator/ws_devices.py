@@ -28,10 +28,9 @@ import json
 import random
 import sqlite3
 import sys
-import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +38,23 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from .. import db
 from ..gateways import control, ws_format
 from ..rawlog import log_files, source_key, ts_text
-from .nodemcu import percentile
-from .tcp_devices import _count, _share, receipt_sources
+from .common import (
+    RunVerification,
+    add_gateway_arguments,
+    counts_text,
+    duration,
+    integer,
+    percentile,
+    positive,
+    read_db,
+    receipt_sources,
+    run_dir,
+    share,
+    until_stored,
+    verdict_lines,
+)
 
 FAULTS = ("malformed", "drop", "pause")
 # The malformed messages a device sends, and the error code each must get back.
@@ -51,6 +62,7 @@ MALFORMED = {"not-json": "BAD_JSON", "bad-value": "BAD_MESSAGE", "binary": "BAD_
 SENSORS = ("co2", "temperature", "humidity")
 # Below the gateway's default ws_max_errors_per_minute (30): the errors, not the flood close.
 MAX_MALFORMED_PER_MINUTE = 20
+MAX_RATE = 1000.0  # messages per second per device
 OPEN_TIMEOUT_S = 10.0
 WELCOME_TIMEOUT_S = 10.0
 DRAIN_S = 15.0  # how long a device waits for its last acks once it stopped measuring
@@ -58,7 +70,6 @@ CLOSE_WAIT_S = 30.0  # for every device to end once released
 POLL_S = 0.25  # how often a device waiting for something else looks again
 PAUSE_S = (0.2, 1.0)
 BACKOFF_S = (0.05, 0.3)
-ROWS_WAIT_S = 30.0
 CONNECTION_ERRORS = (OSError, TimeoutError, ConnectionClosed, InvalidHandshake)
 
 
@@ -480,16 +491,12 @@ async def finish_devices(tasks: list[asyncio.Task]) -> None:
 # --- verification -----------------------------------------------------------------------------
 
 @dataclass
-class Verification:
-    """What the raw logs and the table say about a run."""
+class Verification(RunVerification):
+    """What the raw logs and the table say about a run of streaming devices."""
 
-    problems: list[str] = field(default_factory=list)
-    lines: int = 0
     acked_messages: int = 0
     stored_unacked: int = 0  # stored, never acknowledged (the ack lost with its connection)
     resent_stored_once: int = 0  # sent more than once, in the raw log once
-    rows_expected: int = 0
-    rows_found: int = 0
     sessions_seen: set[str] = field(default_factory=set)
 
 
@@ -614,23 +621,17 @@ def verify(devices: list[StreamingDevice], remote_data: Path, db_path: Path,
     `expect_close`: the code every device's last connection must have closed with;
     `sessions`: every session that may appear (None: any)."""
     result = Verification([p for device in devices for p in device_problems(device)])
-    try:
-        conn = db.connect_readonly(db_path)
-    except sqlite3.Error as exc:
-        result.problems.append(f"cannot open {db_path}: {exc}")
-        return result
-    try:
+
+    def check(conn: sqlite3.Connection) -> None:
         for device in devices:
             DeviceCheck(device, result).run(
                 ws_lines(remote_data / ws_format.FAMILY / device.device_id),
                 table_rows(conn, device.device_id), receipt_sources(conn, device.device_id))
-            if expect_close is not None and device.closes[-1:] != [expect_close]:
-                result.problems.append(f"{device.device_id}: last close {device.closes[-1:]}, "
-                                       f"expected {expect_close}")
-    except sqlite3.Error as exc:
-        result.problems.append(f"cannot read {db_path}: {exc}")
-    finally:
-        conn.close()
+
+    read_db(db_path, result.problems, check)
+    if expect_close is not None:
+        result.problems += [f"{d.device_id}: last close {d.closes[-1:]}, expected {expect_close}"
+                            for d in devices if d.closes[-1:] != [expect_close]]
     if sessions is not None:
         result.problems += [f"session {s} is in the raw logs, but the run started no such one"
                             for s in sorted(result.sessions_seen - sessions)]
@@ -649,18 +650,6 @@ def check_commands(devices: list[StreamingDevice], sessions: set[str]) -> list[s
         if sessions and device.started:
             problems.append(f"{device.device_id}: missed the stop of the last session")
     return problems
-
-
-def verify_when_stored(devices: list[StreamingDevice], remote_data: Path, db_path: Path,
-                       wait_s: float, sessions: set[str] | None = None) -> Verification:
-    """verify(), again until it passes or `wait_s` is up: a running gateway stores in batches."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        result = verify(devices, remote_data, db_path, sessions=sessions)
-        settled = any(device_problems(d) for d in devices)  # no wait makes these go away
-        if not result.problems or settled or time.monotonic() >= deadline:
-            return result
-        time.sleep(0.25)
 
 
 # --- running it ---------------------------------------------------------------------------------
@@ -720,17 +709,18 @@ class RunResult:
             f"messages acked {len(acked)} ({readings} readings)  pending "
             f"{sum(len(d.pending) for d in devices)}  resent {sum(d.resent for d in devices)}  "
             f"repeat acks {sum(d.repeat_acks for d in devices)}",
-            f"faults: {_counts(faults) or 'none'}; errors back: {_counts(errors) or 'none'} "
-            f"(lost with a drop {sum(d.errors_lost for d in devices)})",
+            f"faults: {counts_text(faults) or 'none'}; errors back: "
+            f"{counts_text(errors) or 'none'} (lost with a drop "
+            f"{sum(d.errors_lost for d in devices)})",
             f"connections {sum(d.connections for d in devices)} (failed "
-            f"{sum(len(d.failures) for d in devices)}); closes: {_counts(closes)}",
+            f"{sum(len(d.failures) for d in devices)}); closes: {counts_text(closes)}",
             f"ack latency p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 "
             f"{percentile(latencies, 0.99) * 1000:.1f} ms, max "
             f"{max(latencies, default=0) * 1000:.1f} ms",
         ]
         if self.sessions or commands["start"] or commands["stop"]:
             lines.append(f"sessions started {len(self.sessions)}; commands received: "
-                         f"{_counts(commands)}")
+                         f"{counts_text(commands)}")
         v = self.verification
         if v is None:
             lines.append("not held against raw logs and table (give --remote-data and "
@@ -741,13 +731,7 @@ class RunResult:
                          f"{v.stored_unacked})  rows {v.rows_found}/{v.rows_expected}")
         if self.gateway_exit not in (None, 0):
             lines.append(f"problem: the gateway exited with {self.gateway_exit}")
-        lines += [f"problem: {p}" for p in self.problems[:10]]
-        lines.append("PASS" if self.passed else f"FAIL ({len(self.problems)} problems)")
-        return "\n".join(lines)
-
-
-def _counts(counter: Counter) -> str:
-    return ", ".join(f"{key} {n}" for key, n in sorted(counter.items(), key=str))
+        return "\n".join(lines + verdict_lines(self.problems, self.passed))
 
 
 def make_devices(cfg: SimConfig, fleet: Fleet) -> list[StreamingDevice]:
@@ -804,20 +788,13 @@ def run_against(cfg: SimConfig) -> RunResult:
     assert cfg.port is not None
     result = simulate(cfg, cfg.port)
     if cfg.remote_data is not None and cfg.var_dir is not None:
-        result.verification = verify_when_stored(
-            result.devices, cfg.remote_data, cfg.var_dir / "db.sqlite3", ROWS_WAIT_S,
-            set(result.sessions) if cfg.sessions else None)
+        remote_data, db_path = cfg.remote_data, cfg.var_dir / "db.sqlite3"
+        sessions = set(result.sessions) if cfg.sessions else None
+        result.verification = until_stored(
+            lambda: verify(result.devices, remote_data, db_path, sessions=sessions),
+            # No wait makes what the devices saw themselves go away.
+            settled=lambda: any(device_problems(d) for d in result.devices))
     return result
-
-
-@contextlib.contextmanager
-def _run_dir(keep: Path | None) -> Iterator[Path]:
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep
-        return
-    with tempfile.TemporaryDirectory(prefix="simulate-ws-") as tmp:
-        yield Path(tmp)
 
 
 def run_own_gateway(cfg: SimConfig) -> RunResult:
@@ -825,7 +802,7 @@ def run_own_gateway(cfg: SimConfig) -> RunResult:
     verify."""
     from ..launcher import GatewayProcess, free_port
 
-    with _run_dir(cfg.keep) as base:
+    with run_dir(cfg.keep, "simulate-ws-") as base:
         gateway = GatewayProcess(base, {"ws_gateway_port": str(free_port())}).start()
         stopped: list[int | None] = []
 
@@ -847,48 +824,27 @@ def run_own_gateway(cfg: SimConfig) -> RunResult:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--devices", type=_count(1, 10000), default=5,
+    p.add_argument("--devices", type=integer(1, 10000), default=5,
                    help="streaming devices (default: %(default)s)")
-    p.add_argument("--rate", type=_rate, default=5.0,
+    p.add_argument("--rate", type=positive(MAX_RATE), default=5.0,
                    help="readings messages per second per device (default: %(default)s)")
-    p.add_argument("--seconds", type=_seconds, default=10.0,
+    p.add_argument("--seconds", type=duration, default=10.0,
                    help="how long the devices measure (default: %(default)s)")
-    p.add_argument("--faults", type=_share, default=0.2,
+    p.add_argument("--faults", type=share, default=0.2,
                    help=f"share of ticks with a fault, in turns: {', '.join(FAULTS)} "
                    "(default: %(default)s)")
-    p.add_argument("--readings", type=_count(1, 100), default=3,
+    p.add_argument("--readings", type=integer(1, 100), default=3,
                    help="readings per message, at most (1 to this; default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="seed of values and faults")
-    p.add_argument("--sessions", type=_count(0, 100), default=0,
+    p.add_argument("--sessions", type=integer(0, 100), default=0,
                    help="sessions to start and stop during the run through the gateway's "
                    "control socket (own gateway, or with --var-dir; default: none)")
     p.add_argument("--follow-sessions", action="store_true",
                    help="devices measure only while a session is started")
-    p.add_argument("--host", default="127.0.0.1", help="the gateway (default: %(default)s)")
-    p.add_argument("--port", type=_count(1, 65535),
-                   help="the gateway's WebSocket port; without it, a gateway of its own is "
-                   "started in a temp dir and stopped (SIGTERM) at the end")
-    p.add_argument("--remote-data", type=Path,
-                   help="with --port: the gateway's remote_data dir, to verify the result")
-    p.add_argument("--var-dir", type=Path,
-                   help="with --port: the gateway's var dir (db.sqlite3, gateways.sock), to "
-                   "verify the result and run --sessions")
+    add_gateway_arguments(p, "WebSocket", "with --port: the gateway's var dir (db.sqlite3, "
+                          "gateways.sock), to verify the result and run --sessions")
     p.add_argument("--keep", type=Path, metavar="DIR",
                    help="without --port: run the own gateway in DIR and keep it")
-
-
-def _rate(raw: str) -> float:
-    value = float(raw)
-    if not 0 < value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1000, got {raw}")
-    return value
-
-
-def _seconds(raw: str) -> float:
-    value = float(raw)
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"must be above 0 and at most 86400, got {raw}")
-    return value
 
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
