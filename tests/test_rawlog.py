@@ -77,6 +77,19 @@ def test_a_reopened_log_continues_its_line_numbers(tmp_path):
     second.close()
 
 
+def test_a_device_opened_ahead_appends_after_its_lines(tmp_path):
+    log = RawLog(tmp_path, "ws", 1 << 20)
+    assert [log.append("dev-1", line(b"x")) for _ in range(3)][-1] == "ws/dev-1/0000.log:3"
+    log.close()
+    reopened = RawLog(tmp_path, "ws", 1 << 20)
+    reopened.open_device("dev-1")
+    reopened.open_device("dev-2")  # a new device: its directory and first file made
+    assert (tmp_path / "ws" / "dev-2" / "0000.log").read_bytes() == b""
+    assert reopened.append("dev-1", line(b"y")) == "ws/dev-1/0000.log:4"
+    assert reopened.append("dev-2", line(b"y")) == "ws/dev-2/0000.log:1"
+    reopened.close()
+
+
 def test_a_torn_last_line_is_ended_and_kept(tmp_path, caplog):
     device_dir = tmp_path / "tcp" / "esp8266-2"
     device_dir.mkdir(parents=True)

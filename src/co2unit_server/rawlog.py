@@ -234,6 +234,12 @@ class RawLog:
             self._dirty.add(current.fd)
             return current.key_prefix + str(current.lines)
 
+    def open_device(self, device: str) -> None:
+        """Open the device's current log now (directory, file, its line count: blocking I/O,
+        for a thread) so that its first append, in the event loop, does not."""
+        with self._lock:
+            self._current(device)
+
     def _current(self, device: str) -> _DeviceFile:
         current = self._files.get(device)
         if current is not None and current.size < self.rotate_bytes:
