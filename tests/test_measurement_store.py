@@ -53,6 +53,43 @@ def test_a_batch_longer_than_one_insert_is_stored_whole(config, monkeypatch):
         assert conn.execute("SELECT count(*) FROM gateway_receipts").fetchone() == (3,)
 
 
+def _receipt(n: int) -> tuple[Receipt, list[tuple]]:
+    source = f"ws/lab-1/0000.log:{n}"
+    ts = f"2026-12-06T01:00:{n:02d}.000000"
+    return (Receipt(source, "lab-1", "ws", ts, "ok", 1, None, f"seq {n}"),
+            [("lab-1", "ws", ts, "co2", 400.0 + n, source, None)])
+
+
+def test_rows_queued_while_a_transaction_runs_gather_for_the_next(config, monkeypatch):
+    batches: list[int] = []
+    real_write = measurement_store._ReceiptWriter._write
+
+    def counting_write(self, conn, batch):
+        batches.append(len(batch))
+        real_write(self, conn, batch)
+
+    monkeypatch.setattr(measurement_store._ReceiptWriter, "_write", counting_write)
+    store = open_store(config)
+    store.add(*_receipt(1))
+    assert store.flush(10)
+    # The writer now lingers (linger_s) before its next transaction: these two share it.
+    store.add_many([_receipt(2)])
+    store.add_many([_receipt(3), _receipt(4)])
+    assert store.flush(10)
+    assert batches == [1, 3]
+    with sqlite3.connect(config.db_path) as conn:
+        assert conn.execute("SELECT count(*), sum(value) FROM measurements").fetchone() == (
+            4, 1610.0)
+
+
+def test_the_writer_keeps_a_page_cache_for_a_fleet(config):
+    writer = measurement_store._ReceiptWriter(config.db_path, 1000, db.INSERT_RECEIPT, "r", "")
+    conn = writer._connection()
+    assert conn.execute("PRAGMA cache_size").fetchone() == (-writer.cache_kib,)
+    assert writer.cache_kib >= 32 * 1024
+    writer._close()
+
+
 # --- reading
 
 

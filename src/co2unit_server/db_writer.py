@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from . import db
@@ -28,6 +29,9 @@ class BatchWriter:
     corrupt, process killed) is logged with `lost_note` saying where the rows still are.
     Row element `unit_at` is the unit's hw_id, for that log line.
     """
+
+    cache_kib = 0  # the connection's page cache; 0: SQLite's default (2 MiB)
+    linger_s = 0.0  # after a transaction, let rows gather this long before the next
 
     def __init__(self, db_path: Path, busy_timeout_ms: int, sql: str, what: str,
                  lost_note: str, unit_at: int = 3) -> None:
@@ -89,6 +93,8 @@ class BatchWriter:
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
+            if self.linger_s:
+                time.sleep(self.linger_s)
 
     def _insert(self, batch: list[tuple]) -> None:
         try:
@@ -127,6 +133,8 @@ class BatchWriter:
             return self._conn[0]
         self._close()
         conn = db.connect(self.db_path, self.busy_timeout_ms)
+        if self.cache_kib:
+            conn.execute(f"PRAGMA cache_size = -{int(self.cache_kib)}")
         db.init_schema(conn)
         st = self.db_path.stat()
         self._conn = (conn, (st.st_dev, st.st_ino))
