@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import logging
 import resource
@@ -44,6 +45,28 @@ def tune_gc() -> None:
     is out of every pass."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 50)
+
+
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_HEAP_BLOCKS = 4 << 20  # above asyncio's 256 KiB read buffer
+
+
+def keep_read_buffers_on_the_heap() -> None:
+    """Serve asyncio's 256 KiB read buffers from the heap, not a fresh mmap each.
+
+    A socket read allocates max_size (256 KiB), over glibc's mmap threshold (128 KiB), and
+    shrinks it to what arrived: an mmap, mremap and munmap per read, each munmap a TLB
+    shootdown on every CPU (perf: 4-5 % of the gateway's CPU at 10,000 msg/s). Where the C
+    library is not glibc this does nothing."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    mallopt(_M_MMAP_THRESHOLD, _HEAP_BLOCKS)
+    mallopt(_M_TRIM_THRESHOLD, 2 * _HEAP_BLOCKS)  # nor the heap's top given back each time
 
 
 async def run_gateways(config: Config, stop: asyncio.Event) -> None:
@@ -82,6 +105,7 @@ async def run_gateways(config: Config, stop: asyncio.Event) -> None:
         log.info("WebSocket gateway listening on %s:%d", config.gateway_host or "*",
                  config.ws_gateway_port)
     tune_gc()
+    keep_read_buffers_on_the_heap()
     log.info(READY)
     await stop.wait()
     log.info("gateways stopping")
