@@ -1,19 +1,24 @@
 """Benchmark the WebSocket gateway against a bare `websockets` server that acks at once.
 
     .venv/bin/python bench/bench_ws_gateway.py [--devices 1000] [--rate 10] [--seconds 30]
-        [--client-procs 4] [--ramp-from 1] [--ramp-factor 1.5] [--ramp-steps 12]
+        [--client-procs CPUS-1] [--ramp-from 1] [--ramp-factor 1.5] [--ramp-steps 12]
         [--ramp-seconds 10] [--idle-devices 1000] [--phases memory,broadcast,load,ramp]
-        [--servers ours,echo] [--pin] [--sync-ms 5] [--deflate] [--profile FILE] [--keep DIR]
+        [--servers ours,echo] [--pin] [--sync-ms 5] [--profile FILE] [--keep DIR]
 
 The servers: ours, the real gateway process (`co2unit-server gateways`: an ack once the
 message is fsynced in its raw log, then stored in SQLite), and echo (bench/bare_ws_echo.py:
 parses each message and acks it at once, stores nothing: the limit of `websockets` itself).
-The devices are simulator/ws_devices.py's, without faults, one reading of three values a
-message, each at its own phase of the period (not in step), in --client-procs processes of
-plain asyncio (no uvloop), each running its share as coroutines. Their CPU is measured: the
-clients are reported saturated when a process is busier than 90% of a core, or they all use
-over 90% of what they can have (their pinned CPUs with --pin, else the CPUs the server leaves);
-then the figures are the client's limit, not the server's. The server's CPU is given per
+The devices are bench/lean_ws_devices.py's: the GATEWAYS.md §3 exchange of simulate-ws's
+devices (simulator/ws_devices.py), without faults, one reading of three values a message, each
+at its own phase of the period (not in step), but written by hand on asyncio protocols (an
+RFC 6455 client, no extensions): the `websockets` client library costs too much CPU per message
+to drive 10,000 msg/s on this machine. They run in --client-procs processes of plain asyncio
+(no uvloop), each its share with one timer for all of them; by default one process a CPU the
+server does not need (one here: each process costs wake-ups of its own, and one drives 10,000
+msg/s with about 40% of a core). Their CPU is measured: the clients are reported saturated
+when a process is busier than 90% of a core, or they all use over 90% of what they can have
+(their pinned CPUs with --pin, else the CPUs the server leaves); then the figures are the
+client's limit, not the server's. The server's CPU is given per
 thread (the event loop's, the others'), and the whole machine's, in the measuring window.
 --pin puts the servers (every thread) on CPU 0 and the clients on the other CPUs.
 
@@ -55,18 +60,13 @@ from pathlib import Path
 from typing import Any
 
 from bench_server import server_cpu_s
+from lean_ws_devices import LeanFleet
 
 from co2unit_server.gateways import control
 from co2unit_server.gateways.process import raise_open_file_limit
 from co2unit_server.launcher import GatewayProcess, free_port
-from co2unit_server.simulator.nodemcu import percentile
-from co2unit_server.simulator.ws_devices import (
-    Fleet,
-    FleetPlan,
-    StreamingDevice,
-    finish_devices,
-    verify,
-)
+from co2unit_server.simulator.common import percentile
+from co2unit_server.simulator.ws_devices import verify
 
 BENCH_DIR = Path(__file__).resolve().parent
 SERVERS = ("ours", "echo")
@@ -89,11 +89,10 @@ PINNED = " (servers pinned to CPU 0, clients to the others)"
 
 @dataclass
 class ClientJob:
-    uri: str
+    port: int  # on 127.0.0.1
     device_ids: list[str]
     rate: float
     drain_s: float
-    compression: str | None
     cpus: set[int] | None  # the CPUs the process may run on (None: any)
 
 
@@ -124,42 +123,26 @@ class Client:
     def __init__(self, job: ClientJob, conn: Connection) -> None:
         self.job = job
         self.conn = conn
-        self.fleet: Fleet | None = None
-        self.devices: list[StreamingDevice] = []
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
         job = self.job
-        self.fleet = Fleet(FleetPlan(job.uri, job.rate, readings=1, drain_s=job.drain_s,
-                                     compression=job.compression), len(job.device_ids))
-        tasks = []
-        for number, device_id in enumerate(job.device_ids):
-            device = StreamingDevice(device_id, number, self.fleet)
-            self.devices.append(device)
-            tasks.append(loop.create_task(device.run()))
-            await asyncio.sleep(CONNECT_STAGGER_S)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.fleet.all_connected.wait(), CONNECT_TIMEOUT_S)
-        self.conn.send(("connected", sum(d.connections > 0 for d in self.devices)))
+        fleet = LeanFleet("127.0.0.1", job.port, job.device_ids, job.rate, job.drain_s)
+        devices = fleet.devices
+        self.conn.send(("connected", await fleet.connect(CONNECT_STAGGER_S, CONNECT_TIMEOUT_S)))
         while True:
             order, *args = await asyncio.to_thread(self.conn.recv)
             if order == "stream":  # as a dict: this module is __mp_main__ here, not __main__
-                self.conn.send(asdict(await self.stream(*args)))
-            elif order == "verify":
-                self.conn.send(verify(self.devices, *args).problems)
+                self.conn.send(asdict(await self.stream(fleet, *args)))
+            elif order == "verify":  # the lean devices have what verify() reads
+                self.conn.send(verify(devices, *args).problems)  # type: ignore[arg-type]
             else:
                 break
-        if not self.fleet.go.is_set():
-            self.fleet.begin(0.0)  # idle devices: nothing to measure, done at once
-        self.fleet.release.set()
-        await finish_devices(tasks)
-        self.conn.send([(c.command, c.received) for d in self.devices for c in d.commands
+        await fleet.close()
+        self.conn.send([(c.command, c.received) for d in devices for c in d.commands
                         if c.command in ("start", "stop")])
 
-    async def stream(self, start_wall: float, seconds: float) -> StreamStats:
+    async def stream(self, fleet: LeanFleet, start_wall: float, seconds: float) -> StreamStats:
         loop = asyncio.get_running_loop()
-        fleet = self.fleet
-        assert fleet is not None
         fleet.begin(seconds, delay=max(0.0, start_wall - time.time()))
         cpu: list[float] = []
         for at in (fleet.start, fleet.end):
@@ -167,29 +150,30 @@ class Client:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fleet.all_drained.wait(),
                                    fleet.drain_until - loop.time() + 5)
-        acked = [m for d in self.devices for m in d.acked.values()]
+        devices = fleet.devices
+        acked = [m for d in devices for m in d.acked.values()]
         return StreamStats(
-            offered=sum(d.ticks for d in self.devices),
-            sent=sum(1 for d in self.devices for m in (*d.acked.values(), *d.pending.values())
+            offered=sum(d.ticks for d in devices),
+            sent=sum(1 for d in devices for m in (*d.acked.values(), *d.pending.values())
                      if m.sends),
             acked=len(acked), acked_in_window=sum(m.acked_at <= fleet.end for m in acked),
-            pending=sum(len(d.pending) for d in self.devices),
-            latencies=[x for d in self.devices for x in d.latencies],
-            lateness=[x for d in self.devices for x in d.lateness],
+            pending=sum(len(d.pending) for d in devices),
+            latencies=[x for d in devices for x in d.latencies],
+            lateness=[x for d in devices for x in d.lateness],
             cpu_s=cpu[1] - cpu[0] if len(cpu) == 2 else float("nan"), window_s=seconds)
 
 
 class Clients:
     """--client-procs client processes, each with its share of the devices, driven by pipes."""
 
-    def __init__(self, uri: str, device_ids: list[str], rate: float, procs: int,
-                 drain_s: float, compression: str | None, cpus: set[int] | None) -> None:
+    def __init__(self, port: int, device_ids: list[str], rate: float, procs: int,
+                 drain_s: float, cpus: set[int] | None) -> None:
         ctx = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited loop
         self.conns: list[Connection] = []
         self.procs = []
         for k in range(procs):
             ours, theirs = ctx.Pipe()
-            job = ClientJob(uri, device_ids[k::procs], rate, drain_s, compression, cpus)
+            job = ClientJob(port, device_ids[k::procs], rate, drain_s, cpus)
             proc = ctx.Process(target=client_main, args=(job, theirs), daemon=True)
             proc.start()
             self.conns.append(ours)
@@ -239,10 +223,6 @@ class Target:
     proc: subprocess.Popen
     gateway: GatewayProcess | None = None
     acked_total: int = 0  # acks received from it so far (ours: receipts to wait for)
-
-    @property
-    def uri(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
 
 
 class EchoServer:
@@ -445,8 +425,8 @@ class Bench:
     def clients(self, target: Target, label: str, count: int, rate: float,
                 drain_s: float) -> Clients:
         ids = [f"bench-{label}-{i:05d}" for i in range(count)]
-        return Clients(target.uri, ids, rate, min(self.args.client_procs, count), drain_s,
-                       "deflate" if self.args.deflate else None, self.args.client_cpus)
+        return Clients(target.port, ids, rate, min(self.args.client_procs, count), drain_s,
+                       self.args.client_cpus)
 
     def memory(self, target: Target) -> None:
         with self.clients(target, f"warm-{target.name}", 10, 1.0, 5.0) as warm:
@@ -560,7 +540,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--drain", type=float, default=30.0,
                         help="s the devices wait for their last acks after a phase")
-    parser.add_argument("--client-procs", type=int, default=4)
+    parser.add_argument("--client-procs", type=int,
+                        default=max(1, (os.cpu_count() or 2) - len(SERVER_CPUS)),
+                        help="client processes (default: the CPUs but one)")
     parser.add_argument("--idle-devices", type=int, default=1000)
     parser.add_argument("--ramp-from", type=float, default=1.0)
     parser.add_argument("--ramp-factor", type=float, default=1.5)
@@ -573,8 +555,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pin", action="store_true",
                         help="servers on CPU 0 (every thread), client processes on the others")
     parser.add_argument("--sync-ms", default="5", help="raw_log_sync_ms of ours (default: 5)")
-    parser.add_argument("--deflate", action="store_true",
-                        help="devices ask for permessage-deflate (default: no compression)")
     parser.add_argument("--profile", type=Path, help="run ours under cProfile, stats to FILE")
     parser.add_argument("--keep", type=Path, help="run ours in DIR and keep it")
     args = parser.parse_args()
@@ -603,8 +583,8 @@ def run(bench: Bench, base: Path) -> None:
             for target in targets:
                 pin(target.proc.pid, SERVER_CPUS)
         bench.say(f"{os.cpu_count()} CPUs{PINNED if args.pin else ''}; {args.client_procs} "
-                  "client processes (asyncio, no uvloop); compression "
-                  f"{'deflate' if args.deflate else 'off'}; one reading of 3 values a message; "
+                  "client processes (lean RFC 6455 devices on asyncio, no uvloop, no "
+                  "compression); one reading of 3 values a message; "
                   f"ours with raw_log_sync_ms {args.sync_ms}")
         best: dict[str, float] = {}
         for target in targets:
