@@ -133,6 +133,15 @@ def line(raw: str, session: str | None = "s-1", seq: int = 4) -> WsLine:
     return WsLine(TS, "10.0.0.7:5000", session, seq, raw)
 
 
+@pytest.mark.parametrize("raw", ['{"a": "b\\"c"}', 'ünïcödé \u2028 \x01 \t\n"\\', "", "{}"])
+@pytest.mark.parametrize("session", [None, "s-1", 'a "quoted" id'])
+def test_a_line_is_written_as_json_dumps_writes_it(raw, session):
+    line = WsLine("2026-12-06T01:00:00.000000", "[::1]:5555", session, 7, raw)
+    fields = {"ts": line.ts, "peer": line.peer, "session": session, "seq": 7, "raw": raw}
+    assert line.encode() == (json.dumps(fields, ensure_ascii=False) + "\n").encode()
+    assert WsLine.parse(line.encode()) == line
+
+
 def test_a_line_round_trips():
     for session in ("s-1", None):
         original = line(json.dumps(readings(4)) + " \u2028 ünï\n", session)
