@@ -116,6 +116,32 @@ def test_hello_welcome_and_pipelined_readings_acked_in_order(gateway_factory):
         ("2026-12-06T01:00:00.000000", "ws"), ("2026-12-06T01:00:01.000000", "ws")]
 
 
+def test_readings_sent_with_the_hello_are_taken_in_order(gateway_factory):
+    gateway = start(gateway_factory)
+    with connect(url(gateway), open_timeout=WAIT) as ws:
+        ws.send(hello())  # and on, before the welcome (while the gateway reads the raw log)
+        for seq in range(1, 101):
+            ws.send(message(seq))
+        assert recv(ws)["type"] == "welcome"
+        assert [recv(ws) for _ in range(100)] == [{"type": "ack", "seq": s}
+                                                 for s in range(1, 101)]
+    assert [line.seq for line in lines(gateway)] == list(range(1, 101))
+
+
+def test_a_fragmented_message_is_taken_whole_and_text_not_utf8_is_refused(gateway_factory):
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        text = message(1)
+        ws.send([text[:10], text[10:30], text[30:]])  # three frames, one message
+        assert recv(ws) == {"type": "ack", "seq": 1}
+        ws.send(b"\xff\xfe{", text=True)
+        answer = recv(ws)
+        assert (answer["type"], answer["error"]) == ("error", "BAD_MESSAGE")
+        ws.send(message(2))
+        assert recv(ws) == {"type": "ack", "seq": 2}
+    assert [line.raw for line in lines(gateway)] == [text, message(2)]
+
+
 def test_the_welcome_answers_the_hello_only(gateway_factory):
     gateway = start(gateway_factory)
     with connect(url(gateway)) as ws:
