@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import pytest
 
@@ -132,6 +133,7 @@ def test_group_commit_shares_one_sync_between_waiters(tmp_path):
 
     asyncio.run(main())
     assert synced == [10, 1]
+    commit.close()
     log.close()
 
 
@@ -146,6 +148,27 @@ def test_sync_failure_reaches_every_waiter(tmp_path):
 
     results = asyncio.run(main())
     assert all(isinstance(r, OSError) for r in results)
+    commit.close()
+
+
+def test_every_round_syncs_in_one_thread_of_its_own_until_closed():
+    threads: list[threading.Thread] = []
+
+    def sync() -> None:
+        threads.append(threading.current_thread())
+
+    commit = GroupCommit(sync, window_s=0.001)
+
+    async def rounds() -> None:
+        for _ in range(3):
+            await commit.durable()
+
+    asyncio.run(rounds())
+    assert len(threads) == 3 and len(set(threads)) == 1
+    assert threads[0] is not threading.main_thread() and threads[0].is_alive()
+    commit.close()
+    threads[0].join(5)
+    assert not threads[0].is_alive()
 
 
 def _spy_syncs(monkeypatch) -> list[tuple[str, int]]:

@@ -171,6 +171,7 @@ class PullCollector:
         await asyncio.gather(*self._recording, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+        self._commit.close()
         await asyncio.to_thread(self.rawlog.close)
 
     async def _poll_forever(self, device: PullDevice, clock: _Clock) -> None:

@@ -150,6 +150,7 @@ class TcpGateway:
             await asyncio.shield(self._storer)
         if self._server is not None:
             await self._server.wait_closed()
+        self.commit.close()
         self.rawlog.close()
 
     def history(self, device: str) -> History | None:

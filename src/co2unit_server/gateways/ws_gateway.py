@@ -472,6 +472,7 @@ class WsGateway:
         self._server.close()  # what is left (a connection still in its handshake: 503)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), CLOSE_GRACE_S)
+        self.commit.close()
         self.rawlog.close()
 
     # --- one connection -----------------------------------------------------------------
