@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from fleet_fixtures import NOW, PULL_ALIVE, PULL_GONE, TCP_ALIVE, TCP_BAD, build_devices, ts_at
 
-from co2unit_server import db, measurement_store
+from co2unit_server import db, db_writer, measurement_store
 from co2unit_server.measurement_store import Measurement, Receipt, open_store
 from co2unit_server.toolchain.export import TEXTS
 from co2unit_server.toolchain.research_tables import ResearchError
@@ -80,6 +80,20 @@ def test_rows_queued_while_a_transaction_runs_gather_for_the_next(config, monkey
     with sqlite3.connect(config.db_path) as conn:
         assert conn.execute("SELECT count(*), sum(value) FROM measurements").fetchone() == (
             4, 1610.0)
+
+
+def test_a_writer_that_is_behind_does_not_linger(config, monkeypatch):
+    events: list[object] = []
+    real_write = measurement_store._ReceiptWriter._write
+    monkeypatch.setattr(measurement_store._ReceiptWriter, "_write",
+                        lambda self, conn, batch: (events.append(len(batch)),
+                                                   real_write(self, conn, batch)))
+    monkeypatch.setattr(db_writer.time, "sleep", lambda s: events.append(f"sleep {s:g}"))
+    store = open_store(config)
+    store.add_many([_receipt(n) for n in range(db_writer.MAX_BATCH * 2 + 5)])
+    assert store.flush(30)
+    # No sleep between the full batches (the one after the last may come after the flush).
+    assert events[:3] == [db_writer.MAX_BATCH, db_writer.MAX_BATCH, 5]
 
 
 def test_the_writer_keeps_a_page_cache_for_a_fleet(config):

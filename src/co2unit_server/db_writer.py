@@ -31,7 +31,9 @@ class BatchWriter:
     """
 
     cache_kib = 0  # the connection's page cache; 0: SQLite's default (2 MiB)
-    linger_s = 0.0  # after a transaction, let rows gather this long before the next
+    # After a transaction that took everything queued, let rows gather this long before the
+    # next (a writer that is behind goes on at once: MAX_BATCH a transaction).
+    linger_s = 0.0
 
     def __init__(self, db_path: Path, busy_timeout_ms: int, sql: str, what: str,
                  lost_note: str, unit_at: int = 3) -> None:
@@ -93,7 +95,7 @@ class BatchWriter:
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
-            if self.linger_s:
+            if self.linger_s and len(batch) < MAX_BATCH:
                 time.sleep(self.linger_s)
 
     def _insert(self, batch: list[tuple]) -> None:
