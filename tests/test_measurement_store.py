@@ -82,18 +82,22 @@ def test_rows_queued_while_a_transaction_runs_gather_for_the_next(config, monkey
             4, 1610.0)
 
 
-def test_a_writer_that_is_behind_does_not_linger(config, monkeypatch):
+def test_transactions_are_bounded_by_rows_and_a_writer_behind_does_not_linger(
+        config, monkeypatch):
     events: list[object] = []
     real_write = measurement_store._ReceiptWriter._write
     monkeypatch.setattr(measurement_store._ReceiptWriter, "_write",
                         lambda self, conn, batch: (events.append(len(batch)),
                                                    real_write(self, conn, batch)))
     monkeypatch.setattr(db_writer.time, "sleep", lambda s: events.append(f"sleep {s:g}"))
+    monkeypatch.setattr(measurement_store, "ROWS_PER_TRANSACTION", 10)
     store = open_store(config)
-    store.add_many([_receipt(n) for n in range(db_writer.MAX_BATCH * 2 + 5)])
+    store.add_many([_receipt(n) for n in range(12)])  # a receipt and a value each: 2 rows
     assert store.flush(30)
-    # No sleep between the full batches (the one after the last may come after the flush).
-    assert events[:3] == [db_writer.MAX_BATCH, db_writer.MAX_BATCH, 5]
+    # No sleep between the full transactions (the one after the last may follow the flush).
+    assert events[:3] == [5, 5, 2]
+    with sqlite3.connect(config.db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM measurements").fetchone() == (12,)
 
 
 def test_the_writer_keeps_a_page_cache_for_a_fleet(config):

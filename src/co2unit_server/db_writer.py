@@ -87,16 +87,22 @@ class BatchWriter:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending)
-                # Bounded: a long transaction would hold the write lock past the busy
-                # timeout of the other writers (other processes, the importer).
-                batch = self._pending[:MAX_BATCH]
-                del self._pending[:MAX_BATCH]
+                batch = self._take()
             self._insert(batch)
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
-            if self.linger_s and len(batch) < MAX_BATCH:
+            if self.linger_s and not self._pending:  # it took everything: not behind
                 time.sleep(self.linger_s)
+
+    def _take(self) -> list[tuple]:
+        """The next transaction's rows, taken from the queue (the lock is held).
+
+        Bounded: a long transaction would hold the write lock past the busy timeout of the
+        other writers (other processes, the importer)."""
+        batch = self._pending[:MAX_BATCH]
+        del self._pending[:MAX_BATCH]
+        return batch
 
     def _insert(self, batch: list[tuple]) -> None:
         try:
