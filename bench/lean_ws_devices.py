@@ -45,7 +45,7 @@ import struct
 import time
 
 from co2unit_server.rawlog import ts_text
-from co2unit_server.simulator.ws_devices import SENSORS, Command, Message
+from co2unit_server.simulator.ws_devices import SENSORS, Command, Message, take_command
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 OPEN_TIMEOUT_S = 10.0  # TCP connect, then upgrade and welcome, each
@@ -438,13 +438,7 @@ class LeanDevice(asyncio.BufferedProtocol):
         if kind == "ack" and self.welcomed:
             self._ack(message.get("seq"), now)
         elif kind == "command" and self.welcomed:
-            command = message.get("command")
-            if command not in ("start", "stop"):
-                self.unexpected.append(f"unknown command {command!r}")
-                return
-            self.started = command == "start"
-            self.commands.append(Command(command, message.get("session"), message.get("at"),
-                                         time.time(), self.connections))
+            take_command(self, message)
         elif kind == "welcome" and not self.welcomed:
             self._welcome(message)
         else:

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -438,13 +439,7 @@ class StreamingDevice:
             self.unexpected.append(f"ack of seq {seq!r}, which was never sent as readings")
 
     def _command(self, message: dict) -> None:
-        command = message.get("command")
-        if command not in ("start", "stop"):
-            self.unexpected.append(f"unknown command {command!r}")
-            return
-        self.started = command == "start"
-        self.commands.append(Command(command, message.get("session"), message.get("at"),
-                                     time.time(), self.connections))
+        take_command(self, message)
 
     def _error(self, message: dict) -> None:
         code = message.get("error")
@@ -637,6 +632,26 @@ def verify(devices: list[StreamingDevice], remote_data: Path, db_path: Path,
                             for s in sorted(result.sessions_seen - sessions)]
         result.problems += check_commands(devices, sessions)
     return result
+
+
+class CommandTaker(Protocol):
+    """What take_command keeps up to date (simulate-ws's devices and the benchmark's)."""
+
+    unexpected: list[str]
+    started: bool
+    commands: list[Command]
+    connections: int
+
+
+def take_command(device: CommandTaker, message: dict) -> None:
+    """A session command the device got: it follows it, noting what and when (wall clock)."""
+    command = message.get("command")
+    if command not in ("start", "stop"):
+        device.unexpected.append(f"unknown command {command!r}")
+        return
+    device.started = command == "start"
+    device.commands.append(Command(command, message.get("session"), message.get("at"),
+                                   time.time(), device.connections))
 
 
 def check_commands(devices: list[StreamingDevice], sessions: set[str]) -> list[str]:
