@@ -221,3 +221,29 @@ def test_a_failed_syncfs_raises_as_fsync_does(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         rawlog._syncfs(-1)  # the real call, on a bad descriptor: EBADF
     log.sync()  # the real syncfs: no error
+
+
+def test_sync_then_calls_back_in_the_loop_in_order_with_the_error():
+    outcomes: list[object] = []
+    failing = [False, True, False]
+
+    def sync() -> None:
+        if failing.pop(0):
+            raise OSError(5, "Input/output error")
+
+    commit = GroupCommit(sync, window_s=0.001)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        for n in range(3):
+            commit.sync_then(lambda error, n=n: outcomes.append(
+                (n, type(error).__name__ if error else None,
+                 asyncio.get_running_loop() is loop)))
+        commit.sync_then(lambda error: done.set_result(None))
+        await done
+
+    failing.append(False)
+    asyncio.run(main())
+    commit.close()
+    assert outcomes == [(0, None, True), (1, "OSError", True), (2, None, True)]

@@ -310,12 +310,21 @@ class GroupCommit:
             self._requests.put(None)
             self._requests = None
 
+    @property
+    def window_s(self) -> float:
+        return self._window_s
+
+    def sync_then(self, then: Callable[[BaseException | None], None]) -> None:
+        """Sync now, after the syncs asked for before, then call `then(error or None)` in
+        this event loop: a round with no future or task to wake (the WebSocket gateway's)."""
+        self._syncer().put((asyncio.get_running_loop(), then))
+
     async def _run(self) -> None:
         await asyncio.sleep(self._window_s)
         self._round = None  # what is appended from now on waits for the next round
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        self._syncer().put((loop, done))
+        self.sync_then(lambda error: _settle(done, error))
         await done
 
     def _syncer(self) -> queue.SimpleQueue:
@@ -336,14 +345,14 @@ class GroupCommit:
             request = requests.get()
             if request is None:
                 return
-            loop, done = request
+            loop, then = request
             try:
                 self._sync()
                 error = None
             except BaseException as exc:
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(_settle, done, error)
+                loop.call_soon_threadsafe(then, error)
 
 
 def _settle(done: asyncio.Future, error: BaseException | None) -> None:

@@ -9,8 +9,9 @@ in the database, with ws_format.stored (as the importer does from the line). A k
 an ack cannot lose the reading.
 
 Built for a fleet on one event loop: a message is handled in the turn that read it
-(DeviceSocket, not a task woken per message), and what every connection took in a turn is one
-cut, whose task waits for its fsync, then writes all their acks and stores their lines.
+(DeviceSocket, not a task woken per message); what every connection took within the group
+commit window is one cut, synced in the sync thread, after which one callback writes all their
+acks and stores their lines (no task or future between: under load each costs a turn).
 
 Seq rules per device: a seq already in the raw log is acknowledged again and not stored again
 (a device resends what was not acknowledged when it reconnects); a seq below the highest one
@@ -426,8 +427,7 @@ class WsGateway:
         self._loading: dict[str, asyncio.Task[_Device]] = {}
         self.connections: set[_Connection] = set()
         self._waiting: dict[_Connection, None] = {}  # with frames for the next cut, in order
-        self._cut_due = False  # a round task is scheduled that takes what waits
-        self._last_round: asyncio.Task | None = None  # rounds deliver in turn, after this one
+        self._cut_due = False  # a cut is scheduled that takes what waits
         self.closing = False
         self._server: Server | None = None
 
@@ -662,43 +662,35 @@ class WsGateway:
     # --- commit rounds -------------------------------------------------------------------
 
     def join_round(self, connection: _Connection) -> None:
-        """The connection has frames for the next cut (a round task is scheduled if none
-        is: it takes, at the loop's next turn, what every connection queued until then)."""
+        """The connection has frames for the next cut (scheduled, if it is not, at the end
+        of the group commit window)."""
         self._waiting[connection] = None
         if not self._cut_due:
             self._cut_due = True
-            self._last_round = asyncio.get_running_loop().create_task(
-                self._round(self._last_round))
+            asyncio.get_running_loop().call_later(self.commit.window_s, self._cut)
 
-    async def _round(self, previous: asyncio.Task | None) -> None:
-        """One cut: take what the connections queued, wait until its lines are fsynced (the
-        group commit's round, which the cuts of a few turns of the loop share), then, once
-        the previous cut delivered, send its frames and store its lines. One task a turn
-        for every connection, not a task wake-up per device per message; the next cut
-        waits for the fsync alongside this one, not behind its delivery."""
+    def _cut(self) -> None:
+        """Take what every connection queued until now and have its lines synced; the
+        delivery follows in the loop's first turn after the sync. No task or future between:
+        under load every hop costs a whole turn of the loop (tens of milliseconds). Syncs run
+        in order in one thread, so the cuts deliver in order."""
         self._cut_due = False
         waiting, self._waiting = self._waiting, {}
         batches = [(connection, connection.take()) for connection in waiting]
-        durable = await self._durable()
-        if previous is not None:
-            await previous  # never raises: a round catches what it meets
-            previous = None  # the chain holds no more than the rounds still waiting
+        self.commit.sync_then(lambda error: self._deliver(batches, error))
+
+    def _deliver(self, batches: list[tuple[_Connection, list[_Out]]],
+                 error: BaseException | None) -> None:
+        """Send a synced cut's frames (acks only if the sync succeeded) and store its lines."""
+        if error is not None:
+            log.error("raw log fsync failed: %r", error)
         stored: list[tuple] = []
         for connection, batch in batches:
             try:
-                stored += connection.deliver(batch, durable)
-            except Exception:  # a bug; the next rounds must still deliver
+                stored += connection.deliver(batch, error is None)
+            except Exception:  # a bug; the other connections' frames still go out
                 log.exception("ws %s at %s: delivery failed", connection.name, connection.peer)
         self._store(stored)
-
-    async def _durable(self) -> bool:
-        """Whether everything appended so far is fsynced (False, logged, if it may not be)."""
-        try:
-            await self.commit.durable()
-            return True
-        except OSError:
-            log.exception("raw log fsync failed")
-            return False
 
     def _store(self, stored: list[tuple]) -> None:
         """Store durable lines' receipts and values (as the importer would from the lines)."""
