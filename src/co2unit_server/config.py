@@ -247,6 +247,15 @@ def env_name(setting: str) -> str:
     return ENV_PREFIX + setting.upper()
 
 
+def required_path(config: Config, setting: str) -> Path:
+    """A file setting a command cannot do without; ConfigError saying where to set it."""
+    path = getattr(config, setting)
+    if path is None:
+        raise ConfigError(f"{setting} is not set (in the ini's [co2unit] section or "
+                          f"{env_name(setting)})")
+    return path
+
+
 def _parse(name: str, raw: str, source: str) -> Any:
     setting = next(s for s in SETTINGS if s.name == name)
     try:

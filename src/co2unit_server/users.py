@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from .config import load_config
+from .config import load_config, required_path
 from .pushstore import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -178,15 +178,12 @@ def _read_password(from_stdin: bool) -> str:
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Add or replace an admin user in the configured users file."""
     config = load_config(environ, Path(args.ini) if args.ini else None)
-    if config.admin_users_file is None:
-        print("co2unit-server add-user: admin_users_file is not set (in the ini's [co2unit] "
-              "section or CO2UNIT_ADMIN_USERS_FILE)", file=sys.stderr)
-        return 2
+    path = required_path(config, "admin_users_file")
     try:
         check_user_name(args.name)
-        add_user(config.admin_users_file, args.name, _read_password(args.password_stdin))
+        add_user(path, args.name, _read_password(args.password_stdin))
     except (ValueError, EOFError) as exc:
         print(f"co2unit-server add-user: {exc}", file=sys.stderr)
         return 2
-    print(f"user {args.name!r} written to {config.admin_users_file}", file=sys.stderr)
+    print(f"user {args.name!r} written to {path}", file=sys.stderr)
     return 0

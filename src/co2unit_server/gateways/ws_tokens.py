@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..config import load_config
+from ..config import load_config, required_path
 from ..users import CredentialsFile, write_credential
 from .ws_format import NAME
 
@@ -86,16 +86,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Give a device a new token in ws_tokens_file; print the token once."""
     config = load_config(environ, Path(args.ini) if args.ini else None)
-    if config.ws_tokens_file is None:
-        print("co2unit-server add-device: ws_tokens_file is not set (in the ini's [co2unit] "
-              "section or CO2UNIT_WS_TOKENS_FILE)", file=sys.stderr)
-        return 2
+    path = required_path(config, "ws_tokens_file")
     try:
-        token = add_device(config.ws_tokens_file, args.device_id)
+        token = add_device(path, args.device_id)
     except ValueError as exc:
         print(f"co2unit-server add-device: {exc}", file=sys.stderr)
         return 2
     print(token)  # only here: the file keeps a hash
-    print(f"token of {args.device_id!r} written to {config.ws_tokens_file} (shown once; a "
+    print(f"token of {args.device_id!r} written to {path} (shown once; a "
           "running gateway reads it at the next hello)", file=sys.stderr)
     return 0
