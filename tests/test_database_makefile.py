@@ -13,6 +13,8 @@ from pathlib import Path
 
 from toolchain_fixtures import HW_B, TREE_READINGS, Tree, append, build_tree, reading, write
 
+from co2unit_server import db
+
 REPO = Path(__file__).resolve().parent.parent
 OUTPUTS = {"co2_tiered_all_hires.svg", "co2_tiered_recent_hires.svg", "pings_all_tiered.svg",
            "pings_summary.html", "co2_summary.html"}
@@ -224,7 +226,7 @@ def test_a_database_from_before_schema_2_heals_on_the_next_plain_make(tmp_path):
     assert "read again after a schema upgrade" in healed
     assert _content(old) == _content(fresh)
     conn = sqlite3.connect(old.db_dir / "db.sqlite3")
-    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (db.SCHEMA_VERSION,)
     after = conn.execute("SELECT count(*) FROM co2_readings").fetchone()[0]
     assert after == before + 3  # the 21-field rows the old importer dropped
     assert conn.execute("SELECT count(*) FROM co2_readings WHERE raw_co2_filtered = 45 AND "

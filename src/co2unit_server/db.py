@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sqlite3
@@ -66,21 +67,25 @@ CREATE TABLE IF NOT EXISTS measurements (
     -- go (at its end); no second index to keep up at every insert.
     PRIMARY KEY (device, ts, name)
 ) WITHOUT ROWID;
--- One row per raw log line (a packet or a poll): what the fleet page counts.
+-- One row per raw log line (a packet, a poll or a streamed message): what the fleet page counts.
+-- Keyed by device and time, as measurements are: a device's new receipts go at its end, a page
+-- or two per device a transaction. (Keyed by source, a text ending in the line number, each new
+-- receipt went to a page of its own within the device's range, more pages the longer it ran.)
 CREATE TABLE IF NOT EXISTS gateway_receipts (
-    source      TEXT PRIMARY KEY,  -- as measurements.source
+    source      TEXT NOT NULL,     -- as measurements.source
     device      TEXT NOT NULL,
     family      TEXT NOT NULL,
     ts          TEXT NOT NULL,     -- UTC receive (or answer) time
     verdict     TEXT NOT NULL,     -- ok | partial | unknown | bad | failed (see rawlog.Verdict)
     stored      INTEGER NOT NULL,  -- values stored from it (a resend's repeats excluded)
     expected_s  REAL,              -- seconds until the device's next packet or poll is due
-    detail      TEXT               -- why it is not ok
+    detail      TEXT,              -- why it is not ok
+    -- A line always reads as the same device and time, so the key still keeps each line once.
+    PRIMARY KEY (device, ts, source)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS gateway_receipts_device_ts ON gateway_receipts (device, ts);
--- The fleet page's refusal counts: a range per verdict, not a row lookup per receipt.
-CREATE INDEX IF NOT EXISTS gateway_receipts_device_verdict
-    ON gateway_receipts (device, verdict, ts);
+-- The fleet page's refusal counts; only refused receipts are in it.
+CREATE INDEX IF NOT EXISTS gateway_receipts_refused ON gateway_receipts (device, ts)
+    WHERE verdict IN ('bad', 'failed');
 -- Streaming sessions an admin started and stopped (gateways/sessions.py): written by the
 -- gateway before it broadcasts the command, and by the importer from the record of truth,
 -- remote_data/sessions/sessions.log. measurements.session holds the id.
@@ -261,7 +266,7 @@ UPSERT_PUSH_DAILY = """INSERT INTO push_daily VALUES (?, ?, ?, ?, ?, ?, ?)
 
 # PRAGMA user_version of a database this code built or upgraded. Version 1 is the layout
 # before versioning (user_version 0 then); each step of _UPGRADES brings one version up.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RAW_COLUMNS = ("raw_co2_filtered", "raw_led_normalized", "raw_led_signal", "raw_zero_point",
                "raw_sensor_temp")
 
@@ -286,7 +291,22 @@ def _upgrade_to_2(conn: sqlite3.Connection) -> None:
                     marked)
 
 
-_UPGRADES = {2: _upgrade_to_2}
+def _upgrade_to_3(conn: sqlite3.Connection) -> None:
+    """Key gateway_receipts by (device, ts, source); its two indexes become one partial index.
+
+    The rows are copied as they are (SCHEMA creates the new index after the upgrade)."""
+    if not _columns(conn, "gateway_receipts"):
+        return
+    conn.execute("DROP INDEX IF EXISTS gateway_receipts_device_ts")
+    conn.execute("DROP INDEX IF EXISTS gateway_receipts_device_verdict")
+    conn.execute("ALTER TABLE gateway_receipts RENAME TO gateway_receipts_v2")
+    conn.execute(_table_sql("gateway_receipts"))
+    conn.execute("INSERT INTO gateway_receipts SELECT source, device, family, ts, verdict, "
+                 "stored, expected_s, detail FROM gateway_receipts_v2")
+    conn.execute("DROP TABLE gateway_receipts_v2")
+
+
+_UPGRADES = {2: _upgrade_to_2, 3: _upgrade_to_3}
 
 
 def _upgrade(conn: sqlite3.Connection) -> None:
@@ -336,17 +356,28 @@ def init_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
 
+def _scratch() -> sqlite3.Connection:
+    """An in-memory database of SCHEMA, to read the schema from."""
+    scratch = sqlite3.connect(":memory:")
+    scratch.executescript(SCHEMA)
+    return scratch
+
+
 @functools.cache
 def _schema_columns() -> dict[str, set[str]]:
     """Each table of SCHEMA and its columns."""
-    scratch = sqlite3.connect(":memory:")
-    scratch.executescript(SCHEMA)
-    tables = [row[0] for row in scratch.execute("SELECT name FROM sqlite_master "
-                                                "WHERE type = 'table'")]
-    columns = {t: {row[1] for row in scratch.execute(f'PRAGMA table_info("{t}")')}
-               for t in tables}
-    scratch.close()
-    return columns
+    with contextlib.closing(_scratch()) as scratch:
+        tables = [row[0] for row in scratch.execute("SELECT name FROM sqlite_master "
+                                                    "WHERE type = 'table'")]
+        return {t: {row[1] for row in scratch.execute(f'PRAGMA table_info("{t}")')}
+                for t in tables}
+
+
+def _table_sql(table: str) -> str:
+    """SCHEMA's CREATE TABLE statement of `table`."""
+    with contextlib.closing(_scratch()) as scratch:
+        return scratch.execute("SELECT sql FROM sqlite_master WHERE type = 'table' "
+                               "AND name = ?", (table,)).fetchone()[0]
 
 
 def _move_aside(conn: sqlite3.Connection, table: str, missing: set[str]) -> None:

@@ -163,15 +163,16 @@ _DEVICES = """WITH RECURSIVE d(device) AS (
         WHERE d.device IS NOT NULL)
     SELECT d.device, (SELECT family FROM {table} WHERE device = d.device LIMIT 1)
     FROM d WHERE d.device IS NOT NULL"""
-# Per device: counts in the window (ranges on the (device, ts) and (device, verdict, ts)
-# indexes), and its newest receipt and newest good one, each a seek backwards.
+# Per device: counts in the window (ranges on the (device, ts, source) key and on the index of
+# refused receipts, which the planner would pass over for the key without being told), and its
+# newest receipt and newest good one, each a seek backwards.
 _NEWEST_OK = (f"FROM gateway_receipts WHERE device = u.value AND verdict NOT IN {_REFUSED_SQL} "
               "ORDER BY ts DESC LIMIT 1")
 _RECEIPT_STATS = f"""SELECT u.value,
     (SELECT family FROM gateway_receipts WHERE device = u.value LIMIT 1),
     (SELECT count(*) FROM gateway_receipts WHERE device = u.value AND ts >= :since),
-    (SELECT count(*) FROM gateway_receipts WHERE device = u.value AND ts >= :since
-        AND verdict IN {_REFUSED_SQL}),
+    (SELECT count(*) FROM gateway_receipts INDEXED BY gateway_receipts_refused
+        WHERE device = u.value AND ts >= :since AND verdict IN {_REFUSED_SQL}),
     (SELECT max(ts) FROM gateway_receipts WHERE device = u.value),
     (SELECT ts {_NEWEST_OK}),
     (SELECT expected_s {_NEWEST_OK})

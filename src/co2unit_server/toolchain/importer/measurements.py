@@ -39,7 +39,8 @@ BATCH_VALUES = 20_000  # values per transaction: keeps memory flat on a big back
 # A receipt read again may say something else than the stored one (a record format added for
 # its device ID since): the log, read with the current settings, is right.
 UPDATE_RECEIPT = """UPDATE gateway_receipts SET verdict = :verdict, stored = :stored,
-    expected_s = :expected_s, detail = :detail WHERE source = :source
+    expected_s = :expected_s, detail = :detail
+    WHERE device = :device AND ts = :ts AND source = :source
     AND (verdict IS NOT :verdict OR stored IS NOT :stored OR expected_s IS NOT :expected_s
          OR detail IS NOT :detail)"""
 
@@ -208,8 +209,9 @@ def _store(conn: sqlite3.Connection, work: sources.Work, bytes_done: int, lines_
         rows = [r.row() for r in receipts]
         new_receipts = conn.executemany(db.INSERT_RECEIPT, rows).rowcount if rows else 0
         updated = conn.executemany(UPDATE_RECEIPT, [
-            {"source": r.source, "verdict": r.verdict, "stored": r.stored,
-             "expected_s": r.expected_s, "detail": r.detail or None} for r in receipts
+            {"device": r.device, "ts": r.ts, "source": r.source, "verdict": r.verdict,
+             "stored": r.stored, "expected_s": r.expected_s, "detail": r.detail or None}
+            for r in receipts
         ]).rowcount if receipts else 0
         report.store_dropped(conn)
         sources.save(conn, work, bytes_done, lines_done, carry)
