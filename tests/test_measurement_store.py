@@ -8,14 +8,14 @@ import sqlite3
 import pytest
 from fleet_fixtures import NOW, PULL_ALIVE, PULL_GONE, TCP_ALIVE, TCP_BAD, build_devices, ts_at
 
-from co2unit_server import db, db_writer, measurement_store
+from co2unit_server import db, measurement_store
 from co2unit_server.measurement_store import Measurement, Receipt, open_store
 from co2unit_server.toolchain.export import TEXTS
 from co2unit_server.toolchain.research_tables import ResearchError
 
 
 def test_values_and_receipts_are_stored_once(config):
-    store = open_store(config)
+    store = open_store(config)  # written by a child process: store_writer
     receipt = Receipt("tcp/esp8266-1/0000.log:1", "esp8266-1", "tcp",
                       "2026-12-06T01:00:00.000000", "ok", 2, 3600.0, "")
     values = [Measurement("esp8266-1", "tcp", "2026-12-06T00:58:00.000000", "light", 1234.0,
@@ -24,7 +24,7 @@ def test_values_and_receipts_are_stored_once(config):
                           receipt.source)]
     store.add(receipt, values)
     store.add(receipt, values)  # the importer's copy of the same line
-    assert store.flush(10)
+    store.close()
     with sqlite3.connect(config.db_path) as conn:
         assert conn.execute("SELECT device, family, ts, name, value, source FROM measurements "
                             "ORDER BY name").fetchall() == [
@@ -35,77 +35,6 @@ def test_values_and_receipts_are_stored_once(config):
         assert conn.execute("SELECT source, verdict, stored, expected_s, detail "
                             "FROM gateway_receipts").fetchall() == [
             ("tcp/esp8266-1/0000.log:1", "ok", 2, 3600.0, None)]
-
-
-def test_a_batch_longer_than_one_insert_is_stored_whole(config, monkeypatch):
-    monkeypatch.setattr(measurement_store, "ROWS_PER_INSERT", 4)
-    store = open_store(config)
-    for n in range(3):  # 3 receipts of 5 values: statements of 4, 4, 4 and 3 rows
-        source = f"tcp/esp8266-1/0000.log:{n + 1}"
-        store.add(Receipt(source, "esp8266-1", "tcp", f"2026-12-06T0{n}:00:00.000000", "ok", 5,
-                          3600.0, ""),
-                  [("esp8266-1", "tcp", f"2026-12-06T0{n}:00:00.000000", f"v{i}", float(i),
-                    source, None) for i in range(5)])
-    assert store.flush(10)
-    with sqlite3.connect(config.db_path) as conn:
-        assert conn.execute("SELECT count(*), sum(value) FROM measurements").fetchone() == (
-            15, 30.0)
-        assert conn.execute("SELECT count(*) FROM gateway_receipts").fetchone() == (3,)
-
-
-def _receipt(n: int) -> tuple[Receipt, list[tuple]]:
-    source = f"ws/lab-1/0000.log:{n}"
-    ts = f"2026-12-06T01:00:{n:02d}.000000"
-    return (Receipt(source, "lab-1", "ws", ts, "ok", 1, None, f"seq {n}"),
-            [("lab-1", "ws", ts, "co2", 400.0 + n, source, None)])
-
-
-def test_rows_queued_while_a_transaction_runs_gather_for_the_next(config, monkeypatch):
-    batches: list[int] = []
-    real_write = measurement_store._ReceiptWriter._write
-
-    def counting_write(self, conn, batch):
-        batches.append(len(batch))
-        real_write(self, conn, batch)
-
-    monkeypatch.setattr(measurement_store._ReceiptWriter, "_write", counting_write)
-    store = open_store(config)
-    store.add(*_receipt(1))
-    assert store.flush(10)
-    # The writer now lingers (linger_s) before its next transaction: these two share it.
-    store.add_many([_receipt(2)])
-    store.add_many([_receipt(3), _receipt(4)])
-    assert store.flush(10)
-    assert batches == [1, 3]
-    with sqlite3.connect(config.db_path) as conn:
-        assert conn.execute("SELECT count(*), sum(value) FROM measurements").fetchone() == (
-            4, 1610.0)
-
-
-def test_transactions_are_bounded_by_rows_and_a_writer_behind_does_not_linger(
-        config, monkeypatch):
-    events: list[object] = []
-    real_write = measurement_store._ReceiptWriter._write
-    monkeypatch.setattr(measurement_store._ReceiptWriter, "_write",
-                        lambda self, conn, batch: (events.append(len(batch)),
-                                                   real_write(self, conn, batch)))
-    monkeypatch.setattr(db_writer.time, "sleep", lambda s: events.append(f"sleep {s:g}"))
-    monkeypatch.setattr(measurement_store, "ROWS_PER_TRANSACTION", 10)
-    store = open_store(config)
-    store.add_many([_receipt(n) for n in range(12)])  # a receipt and a value each: 2 rows
-    assert store.flush(30)
-    # No sleep between the full transactions (the one after the last may follow the flush).
-    assert events[:3] == [5, 5, 2]
-    with sqlite3.connect(config.db_path) as conn:
-        assert conn.execute("SELECT count(*) FROM measurements").fetchone() == (12,)
-
-
-def test_the_writer_keeps_a_page_cache_for_a_fleet(config):
-    writer = measurement_store._ReceiptWriter(config.db_path, 1000, db.INSERT_RECEIPT, "r", "")
-    conn = writer._connection()
-    assert conn.execute("PRAGMA cache_size").fetchone() == (-writer.cache_kib,)
-    assert writer.cache_kib >= 32 * 1024
-    writer._close()
 
 
 # --- reading

@@ -1,8 +1,8 @@
 """The measurement store: where the gateways put parsed values, and where pages read them.
 
 The gateways only call `open_store(config)` and `MeasurementStore.add`: a second database
-engine is a second class here, nothing else changes. SQLite writes go through a writer thread
-(as pings do), after the raw log line they come from is durable. What the fleet pages, the API
+engine is a second class here, nothing else changes. SQLite writes go through a writer process
+(store_writer), after the raw log line they come from is durable. What the fleet pages, the API
 and research.measurements read is queried below, so its SQL is in this one module too.
 """
 
@@ -13,13 +13,11 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import chain
 from typing import NamedTuple, Protocol
 
-from . import db
 from .config import Config
-from .db_writer import BatchWriter
 from .rawlog import REFUSED
+from .store_writer import ProcessStore
 from .toolchain.research_tables import (
     BATCH_ROWS,
     Column,
@@ -77,79 +75,14 @@ class MeasurementStore(Protocol):
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued is written (or given up); False on timeout."""
 
-
-class _ReceiptWriter(BatchWriter):
-    """Writes (device, receipt row, value rows): a receipt with its values, in one thread and
-    one transaction (two writers of one process would wait on each other's write lock, under
-    load past the busy timeout, and lose rows)."""
-
-    # A fleet inserts at a thousand places of the table at once (each device's newest times),
-    # so a transaction writes a page per device to the WAL, however few rows it has: at 30-50
-    # transactions a second (10,000 msg/s) the writer was busy copying pages (0.4 of a core).
-    # Fewer, larger transactions write each page once for more rows; a page cache that holds
-    # those pages saves reading them back.
-    cache_kib = 64 * 1024
-    linger_s = 0.2
-
-    def _take(self) -> list[tuple]:
-        # Receipts by the value rows they carry (a TCP packet's 90, a WebSocket message's few):
-        # up to ROWS_PER_TRANSACTION rows. Each transaction writes a page per device to the
-        # WAL, so at 10,000 msg/s transactions of 1,000 messages fell behind (14.6 s after a
-        # 30 s run) where these keep up.
-        rows = taken = 0
-        for _, _, values in self._pending:
-            taken += 1
-            rows += 1 + len(values)
-            if rows >= ROWS_PER_TRANSACTION:
-                break
-        batch = self._pending[:taken]
-        del self._pending[:taken]
-        return batch
-
-    def _write(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
-        _insert(conn, db.INSERT_MEASUREMENT, [row for _, _, rows in batch for row in rows])
-        _insert(conn, db.INSERT_RECEIPT, [receipt for _, receipt, _ in batch])
-
-
-ROWS_PER_TRANSACTION = 100_000  # receipts and values: 1,000 weather station packets, 1-2 s
-# Rows one INSERT takes (VALUES (...), (...), ...). SQLite lets go of the GIL for each step of
-# a statement: executemany, a step per row, has the writer thread take the GIL back from the
-# event loop after each row, a thread switch each time.
-ROWS_PER_INSERT = 500
-
-
-def _insert(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
-    """conn.executemany(sql, rows), for an INSERT of one VALUES (?, ...) group, in statements
-    of ROWS_PER_INSERT rows."""
-    group = sql[sql.rindex("("):]
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        part = rows[start:start + ROWS_PER_INSERT]
-        conn.execute(sql + f", {group}" * (len(part) - 1), list(chain.from_iterable(part)))
-
-
-class SqliteMeasurementStore:
-    """The `measurements` and `gateway_receipts` tables of var/db.sqlite3."""
-
-    def __init__(self, config: Config) -> None:
-        self._writer = _ReceiptWriter(
-            config.db_path, config.db_busy_timeout_ms, db.INSERT_RECEIPT,
-            "gateway receipt (and its values)",
-            "in the raw log (the next import stores them) but not in", unit_at=0)
-
-    def add(self, receipt: Receipt, rows: Sequence[tuple]) -> None:
-        self._writer.submit((receipt.device, receipt.row(), rows))
-
-    def add_many(self, items: Sequence[tuple[Receipt, Sequence[tuple]]]) -> None:
-        self._writer.submit_many([(receipt.device, receipt.row(), rows)
-                                  for receipt, rows in items])
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        return self._writer.flush(timeout)
+    def close(self, timeout: float = 10.0) -> None:
+        """Write everything queued (waiting up to `timeout`), then let go of the database."""
 
 
 def open_store(config: Config) -> MeasurementStore:
-    """The store the settings name (SQLite, the embedded default, is the one there is)."""
-    return SqliteMeasurementStore(config)
+    """The store the settings name (SQLite, the embedded default, is the one there is),
+    written by a process of its own (store_writer)."""
+    return ProcessStore(config.db_path, config.db_busy_timeout_ms, config.log_level)
 
 
 # --- reading: the fleet pages, the API and research.measurements

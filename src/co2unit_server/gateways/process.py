@@ -119,7 +119,7 @@ async def run_gateways(config: Config, stop: asyncio.Event) -> None:
         pull_task.cancel()
         await asyncio.gather(pull_task, return_exceptions=True)
         await pull.close()
-    await asyncio.to_thread(store.flush, 10.0)
+    await asyncio.to_thread(store.close, 10.0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,283 @@
+"""The measurement store's writer: a process of its own that puts the gateways' rows in SQLite.
+
+In the gateway process, a writer thread shared the GIL and the CPUs with the event loop: at
+10,000 WebSocket messages a second its transactions stretched the loop's turns, and with them
+the acks. Here `ProcessStore` hands the rows to a child (`python -m co2unit_server.store_writer`)
+through a pipe, from a thread of its own; the child writes them at a lower CPU priority and
+answers how many it has written, which is what `flush` waits for.
+
+The child ends when its stdin closes (`ProcessStore.close()`, or the gateway process's death),
+after writing what it has. It ignores SIGINT and SIGTERM: they reach the whole process group at
+a Ctrl-C or a `systemctl stop`, before the gateways have handed over their last rows. A child
+that dies is logged with what it had not written (the raw log still has it: the next import
+stores it); the next rows start a new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from itertools import chain
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import db
+from .db_writer import BatchWriter
+
+if TYPE_CHECKING:
+    from .measurement_store import Receipt
+
+log = logging.getLogger(__name__)
+LOST_NOTE = "in the raw log (the next import stores them) but not in"
+# A frame's length (to the child), receipts written (from it).
+_COUNT = struct.Struct("<I")
+# Receipts (with their values) pickled into one frame at most: a millisecond of the GIL.
+FRAME_ITEMS = 1000
+# The child's nice increment: the event loop that acknowledges must have the CPU first. (Not
+# SCHED_IDLE: a busy machine could starve the store for good.)
+NICENESS = 10
+
+
+class ProcessStore:
+    """The SQLite measurement store (see measurement_store.MeasurementStore), written by a
+    child process."""
+
+    def __init__(self, db_path: Path, busy_timeout_ms: int, log_level: str) -> None:
+        self._command = [sys.executable, "-m", __name__, str(db_path), str(busy_timeout_ms),
+                         log_level]
+        self._db_path = db_path
+        self._cond = threading.Condition()
+        self._pending: list[tuple] = []
+        self._submitted = self._done = 0
+        self._closing = False
+        self._child: _Child | None = None
+        self._sender: threading.Thread | None = None
+
+    def add(self, receipt: Receipt, rows: Sequence[tuple]) -> None:
+        self.add_many([(receipt, rows)])
+
+    def add_many(self, items: Sequence[tuple[Receipt, Sequence[tuple]]]) -> None:
+        # Plain tuples: a named tuple pickles at four times the cost (its class each time).
+        queued = [(receipt.device, receipt.row(), [tuple(row) for row in rows])
+                  for receipt, rows in items]
+        with self._cond:
+            if self._closing:
+                raise RuntimeError("the measurement store is closed")
+            self._pending += queued
+            self._submitted += len(queued)
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send, name="store sender",
+                                                daemon=True)
+                self._sender.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._done >= self._submitted, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what was added (waiting up to `timeout`), then end the child."""
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._sender is not None:
+            self._sender.join(timeout)
+        if self._child is not None:
+            self._child.end(timeout)
+
+    # --- the sender thread
+
+    def _send(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending or self._closing)
+                if not self._pending:  # closing, and everything is sent
+                    break
+                items = self._pending[:FRAME_ITEMS]
+                del self._pending[:FRAME_ITEMS]
+            frame = pickle.dumps(items, pickle.HIGHEST_PROTOCOL)
+            try:
+                child = self._running_child()
+            except OSError as exc:
+                log.error("store writer could not start (%s): %d receipt(s) (with their "
+                          "values) are %s %s", exc, len(items), LOST_NOTE, self._db_path)
+                self._count(len(items))
+                continue
+            child.send(len(items), _COUNT.pack(len(frame)) + frame)
+        if self._child is not None:
+            self._child.close_input()
+
+    def _running_child(self) -> _Child:
+        if self._child is None or not self._child.running():
+            self._child = _Child(subprocess.Popen(self._command, stdin=subprocess.PIPE,
+                                                  stdout=subprocess.PIPE), self)
+        return self._child
+
+    def _count(self, done: int) -> None:
+        with self._cond:
+            self._done += done
+            self._cond.notify_all()
+
+
+class _Child:
+    """One writer process: what was sent to it, and a thread reading what it has written."""
+
+    def __init__(self, popen: subprocess.Popen, store: ProcessStore) -> None:
+        self.popen = popen
+        self.store = store
+        self.sent = self.done = 0
+        threading.Thread(target=self._read_counts, name="store counts", daemon=True).start()
+
+    def running(self) -> bool:
+        return self.popen.poll() is None
+
+    def send(self, items: int, data: bytes) -> None:
+        with self.store._cond:
+            self.sent += items
+        # A write to a child that died fails: its reader gives up what it had not written.
+        with contextlib.suppress(OSError):
+            _write_all(self.popen.stdin.fileno(), data)
+
+    def close_input(self) -> None:
+        with contextlib.suppress(OSError):
+            self.popen.stdin.close()
+
+    def end(self, timeout: float) -> None:
+        self.close_input()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("store writer %d did not end within %g s: killed", self.popen.pid,
+                      timeout)
+            self.popen.kill()
+            self.popen.wait()
+
+    def _read_counts(self) -> None:
+        fd = self.popen.stdout.fileno()
+        while (data := _read_exactly(fd, _COUNT.size)) is not None:
+            (written,) = _COUNT.unpack(data)
+            self.done += written
+            self.store._count(written)
+        code = self.popen.wait()
+        self.popen.stdout.close()
+        with self.store._cond:
+            lost = self.sent - self.done
+        self.store._count(lost)
+        if lost or code:
+            log.error("store writer %d ended with %d: %d receipt(s) (with their values) are "
+                      "%s %s", self.popen.pid, code, lost, LOST_NOTE, self.store._db_path)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _read_exactly(fd: int, size: int) -> bytes | None:
+    """`size` bytes, or None at the end of the pipe."""
+    data = b""
+    while len(data) < size:
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+# --- the child
+
+
+ROWS_PER_TRANSACTION = 100_000  # receipts and values: 1,000 weather station packets, 1-2 s
+# Rows one INSERT takes (VALUES (...), (...), ...): executemany steps the statement once per
+# row, and SQLite's module lets go of the GIL and takes it back at every step.
+ROWS_PER_INSERT = 500
+
+
+class ReceiptWriter(BatchWriter):
+    """Writes (device, receipt row, value rows): a receipt with its values, in one thread and
+    one transaction."""
+
+    # A fleet inserts at a thousand places of the table at once (each device's newest times),
+    # so a transaction writes a page per device to the WAL, however few rows it has. Fewer,
+    # larger transactions write each page once for more rows; a page cache that holds those
+    # pages saves reading them back.
+    cache_kib = 64 * 1024
+    linger_s = 0.2
+
+    def _take(self) -> list[tuple]:
+        # Receipts by the value rows they carry (a TCP packet's 90, a WebSocket message's few):
+        # up to ROWS_PER_TRANSACTION rows. Each transaction writes a page per device to the
+        # WAL, so at 10,000 msg/s transactions of 1,000 messages fell behind (14.6 s after a
+        # 30 s run) where these keep up.
+        rows = taken = 0
+        for _, _, values in self._pending:
+            taken += 1
+            rows += 1 + len(values)
+            if rows >= ROWS_PER_TRANSACTION:
+                break
+        batch = self._pending[:taken]
+        del self._pending[:taken]
+        return batch
+
+    def _write(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
+        _insert(conn, db.INSERT_MEASUREMENT, [row for _, _, rows in batch for row in rows])
+        _insert(conn, db.INSERT_RECEIPT, [receipt for _, receipt, _ in batch])
+
+
+def _insert(conn: sqlite3.Connection, sql: str, rows: list[tuple]) -> None:
+    """conn.executemany(sql, rows), for an INSERT of one VALUES (?, ...) group, in statements
+    of ROWS_PER_INSERT rows."""
+    group = sql[sql.rindex("("):]
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        part = rows[start:start + ROWS_PER_INSERT]
+        conn.execute(sql + f", {group}" * (len(part) - 1), list(chain.from_iterable(part)))
+
+
+class _CountingWriter(ReceiptWriter):
+    """Tells the parent, after each transaction, how many receipts it wrote (or gave up)."""
+
+    def _insert(self, batch: list[tuple]) -> None:
+        super()._insert(batch)
+        with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
+            _write_all(sys.stdout.fileno(), _COUNT.pack(len(batch)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog=f"python -m {__name__}",
+                                description="The measurement store's writer (started by the "
+                                            "gateway process): pickled rows on stdin.")
+    p.add_argument("db_path", type=Path)
+    p.add_argument("busy_timeout_ms", type=int)
+    p.add_argument("log_level")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s store-writer %(levelname)s %(name)s: %(message)s")
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    os.nice(NICENESS)
+    writer = _CountingWriter(args.db_path, args.busy_timeout_ms, db.INSERT_RECEIPT,
+                             "gateway receipt (and its values)", LOST_NOTE, unit_at=0)
+    fd = sys.stdin.fileno()
+    while (head := _read_exactly(fd, _COUNT.size)) is not None:
+        frame = _read_exactly(fd, _COUNT.unpack(head)[0])
+        if frame is None:  # the parent died within a frame
+            break
+        writer.submit_many(pickle.loads(frame))
+    writer.flush(None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
