@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
@@ -89,9 +90,29 @@ def test_transactions_are_bounded_by_rows_and_a_writer_behind_does_not_linger(
     monkeypatch.setattr(store_writer, "ROWS_PER_TRANSACTION", 10)
     writer.submit_many([_item(n) for n in range(12)])  # a receipt and a value each: 2 rows
     assert writer.flush(30)
-    # No sleep between the full transactions (the one after the last may follow the flush).
-    assert events[:3] == [5, 5, 2]
+    # No sleep while a whole transaction waits; the rest waits out the second since the
+    # last one began.
+    assert events[:2] == [5, 5]
+    assert events[2].startswith("sleep 0.") and events[3] == 2
     assert _counts(config) == (12, 12)
+
+
+def test_transactions_begin_a_second_apart_at_most(config, writer, monkeypatch):
+    begun: list[float] = []
+    real_write = ReceiptWriter._write
+    monkeypatch.setattr(ReceiptWriter, "_write",
+                        lambda self, conn, batch: (begun.append(time.monotonic()),
+                                                   real_write(self, conn, batch)))
+    end = time.monotonic() + 2.5
+    n = 0
+    while time.monotonic() < end:  # a receipt every 10 ms: rows keep arriving
+        writer.submit(_item(n))
+        n += 1
+        time.sleep(0.01)
+    assert writer.flush(10)
+    assert len(begun) in (3, 4)
+    assert all(b - a >= writer.linger_s - 0.01 for a, b in itertools.pairwise(begun))
+    assert _counts(config) == (n, n)
 
 
 def test_the_writer_keeps_a_page_cache_for_a_fleet(writer):

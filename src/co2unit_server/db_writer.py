@@ -31,8 +31,8 @@ class BatchWriter:
     """
 
     cache_kib = 0  # the connection's page cache; 0: SQLite's default (2 MiB)
-    # After a transaction that took everything queued, let rows gather this long before the
-    # next (a writer that is behind goes on at once: MAX_BATCH a transaction).
+    # The least time between the starts of two transactions, unless a whole one waits already
+    # (a writer that is behind goes on at once).
     linger_s = 0.0
 
     def __init__(self, db_path: Path, busy_timeout_ms: int, sql: str, what: str,
@@ -88,12 +88,18 @@ class BatchWriter:
             with self._cond:
                 self._cond.wait_for(lambda: self._pending)
                 batch = self._take()
+            started = time.monotonic()
             self._insert(batch)
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
-            if self.linger_s and not self._pending:  # it took everything: not behind
-                time.sleep(self.linger_s)
+                behind = self._behind()
+            if self.linger_s and not behind:
+                time.sleep(max(0.0, started + self.linger_s - time.monotonic()))
+
+    def _behind(self) -> bool:
+        """Whether a whole transaction's rows wait already (the lock is held)."""
+        return len(self._pending) >= MAX_BATCH
 
     def _take(self) -> list[tuple]:
         """The next transaction's rows, taken from the queue (the lock is held).
