@@ -8,6 +8,7 @@ import pytest
 
 from co2unit_server.gateways import ws_format
 from co2unit_server.gateways.ws_format import MessageError, WsLine
+from co2unit_server.measurement_store import Measurement
 
 TS = "2026-12-06T01:00:00.000000"
 
@@ -171,10 +172,8 @@ def test_interpret():
                                         ".log:3")
     assert receipt == ws_format.Receipt("ws/lab-1/0000.log:3", "lab-1", "ws", TS, "ok", 2, None,
                                         "seq 4")
-    assert rows == [ws_format.Measurement("lab-1", "ws", TS, "co2", 415.5,
-                                          "ws/lab-1/0000.log:3", "s-1"),
-                    ws_format.Measurement("lab-1", "ws", TS, "rh", 40.0,
-                                          "ws/lab-1/0000.log:3", "s-1")]
+    assert rows == [Measurement("lab-1", "ws", TS, "co2", 415.5, "ws/lab-1/0000.log:3", "s-1"),
+                    Measurement("lab-1", "ws", TS, "rh", 40.0, "ws/lab-1/0000.log:3", "s-1")]
 
 
 def test_interpret_an_edited_line():

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import queue
@@ -72,7 +73,14 @@ _syncfs = _load_syncfs()
 
 def ts_text(us: int) -> str:
     """Microseconds since 1970 (UTC) as the logs and tables write them."""
-    return (_EPOCH + timedelta(microseconds=us)).isoformat(timespec="microseconds")
+    seconds, micros = divmod(us, 1_000_000)
+    return f"{_second_text(seconds)}.{micros:06d}"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(seconds: int) -> str:
+    # The gateways stamp thousands of lines a second: the date and time of the second once.
+    return (_EPOCH + timedelta(seconds=seconds)).isoformat()
 
 
 def ts_texts(first_us: int, step_us: int, count: int) -> list[str]:

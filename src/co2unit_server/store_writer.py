@@ -67,9 +67,7 @@ class ProcessStore:
         self.add_many([(receipt, rows)])
 
     def add_many(self, items: Sequence[tuple[Receipt, Sequence[tuple]]]) -> None:
-        # Plain tuples: a named tuple pickles at four times the cost (its class each time).
-        queued = [(receipt.device, receipt.row(), [tuple(row) for row in rows])
-                  for receipt, rows in items]
+        queued = [(receipt.device, receipt.row(), rows) for receipt, rows in items]
         with self._cond:
             if self._closing:
                 raise RuntimeError("the measurement store is closed")

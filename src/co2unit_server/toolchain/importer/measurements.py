@@ -204,7 +204,7 @@ def _store(conn: sqlite3.Connection, work: sources.Work, bytes_done: int, lines_
            report: StageReport) -> None:
     """Insert the rows, their file's dropped lines and its progress in one transaction."""
     with transaction(conn):
-        new_values = (conn.executemany(db.INSERT_MEASUREMENT, [m.row() for m in values])
+        new_values = (conn.executemany(db.INSERT_MEASUREMENT, values)
                       .rowcount if values else 0)
         rows = [r.row() for r in receipts]
         new_receipts = conn.executemany(db.INSERT_RECEIPT, rows).rowcount if rows else 0
