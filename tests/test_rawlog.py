@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -223,27 +224,39 @@ def test_a_failed_syncfs_raises_as_fsync_does(tmp_path, monkeypatch):
     log.sync()  # the real syncfs: no error
 
 
-def test_sync_then_calls_back_in_the_loop_in_order_with_the_error():
-    outcomes: list[object] = []
-    failing = [False, True, False]
+def test_requests_waiting_for_a_sync_share_the_next_and_are_called_back_in_order():
+    syncing, release = threading.Event(), threading.Event()
+    syncs: list[int] = []
 
     def sync() -> None:
-        if failing.pop(0):
+        syncs.append(len(syncs) + 1)
+        if len(syncs) == 1:
+            syncing.set()
+            release.wait(5)  # a slow sync: three more requests queue meanwhile
+        else:
             raise OSError(5, "Input/output error")
 
     commit = GroupCommit(sync, window_s=0.001)
+    outcomes: list[object] = []
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        for n in range(3):
-            commit.sync_then(lambda error, n=n: outcomes.append(
-                (n, type(error).__name__ if error else None,
-                 asyncio.get_running_loop() is loop)))
+
+        def then(n: int) -> Callable[[BaseException | None], None]:
+            return lambda error: outcomes.append(
+                (n, type(error).__name__ if error else None, asyncio.get_running_loop() is loop))
+
+        commit.sync_then(then(0))
+        assert await asyncio.to_thread(syncing.wait, 5)
+        for n in (1, 2, 3):
+            commit.sync_then(then(n))
         commit.sync_then(lambda error: done.set_result(None))
+        release.set()
         await done
 
-    failing.append(False)
     asyncio.run(main())
     commit.close()
-    assert outcomes == [(0, None, True), (1, "OSError", True), (2, None, True)]
+    assert syncs == [1, 2]
+    assert outcomes == [(0, None, True), (1, "OSError", True), (2, "OSError", True),
+                        (3, "OSError", True)]

@@ -348,17 +348,31 @@ class GroupCommit:
         return self._requests
 
     def _sync_rounds(self, requests: queue.SimpleQueue) -> None:
-        """(The sync thread.) One sync a request, answered in the requester's loop."""
+        """(The sync thread.) Every request that waits shares the next sync (what each one
+        appended came before it), answered in order in the requester's loop.
+
+        One sync a request queued them behind a slow sync (tens of milliseconds while SQLite's
+        writes were on the disk): their acks waited for every sync in front."""
         while True:
-            request = requests.get()
-            if request is None:
+            waiting = [requests.get()]
+            with contextlib.suppress(queue.Empty):
+                while waiting[-1] is not None:
+                    waiting.append(requests.get_nowait())
+            closing = waiting[-1] is None
+            if closing:
+                waiting.pop()
+            if waiting:
+                self._sync_for(waiting)
+            if closing:
                 return
-            loop, then = request
-            try:
-                self._sync()
-                error = None
-            except BaseException as exc:
-                error = exc
+
+    def _sync_for(self, waiting: list[tuple[asyncio.AbstractEventLoop, Callable]]) -> None:
+        try:
+            self._sync()
+            error = None
+        except BaseException as exc:
+            error = exc
+        for loop, then in waiting:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(then, error)
 
