@@ -187,6 +187,42 @@ def test_a_kill_right_after_an_ack_loses_nothing(gateway_factory, tmp_path):
     assert query(gateway, "SELECT count(*) FROM gateway_receipts") == [(11,)]
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+    return children
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process is gone (or a zombie no one has reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_the_store_writer_of_a_killed_gateway_stores_what_it_has_and_ends(gateway_factory):
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        ws.send(message(0))
+        assert recv(ws)["seq"] == 0
+        assert stored_values(gateway, count=1) == [0.0]  # the writer's first transaction
+        (writer,) = _children(gateway.proc.pid)  # co2unit_server.store_writer
+        for seq in range(1, 10):
+            ws.send(message(seq))
+        assert [recv(ws)["seq"] for _ in range(9)] == list(range(1, 10))
+        time.sleep(0.2)  # handed over to the writer, whose next transaction is 1 s after
+        assert stored_values(gateway) == [0.0]
+        os.kill(gateway.proc.pid, signal.SIGKILL)  # the gateway alone, not its group
+        gateway.proc.wait(WAIT)
+    assert wait_for(lambda: _ended(writer))
+    assert stored_values(gateway, count=10) == [float(s) for s in range(10)]  # no import
+
+
 def test_a_resend_is_acked_again_and_stored_once(gateway_factory):
     gateway = start(gateway_factory)
     with device(gateway) as ws:
