@@ -99,10 +99,10 @@ def test_transactions_are_bounded_by_rows_and_a_writer_behind_does_not_linger(
 
 def test_transactions_begin_a_second_apart_at_most(config, writer, monkeypatch):
     begun: list[float] = []
-    real_write = ReceiptWriter._write
-    monkeypatch.setattr(ReceiptWriter, "_write",
-                        lambda self, conn, batch: (begun.append(time.monotonic()),
-                                                   real_write(self, conn, batch)))
+    real_insert = ReceiptWriter._insert
+    monkeypatch.setattr(ReceiptWriter, "_insert",
+                        lambda self, batch: (begun.append(time.monotonic()),
+                                             real_insert(self, batch)))
     end = time.monotonic() + 2.5
     n = 0
     while time.monotonic() < end:  # a receipt every 10 ms: rows keep arriving

@@ -171,10 +171,10 @@ class _Child:
         self.popen.stdout.close()
         with self.store._cond:
             lost = self.sent - self.done
-        self.store._count(lost)
-        if lost or code:
+        if lost or code:  # logged before flush() may return
             log.error("store writer %d ended with %d: %d receipt(s) (with their values) are "
                       "%s %s", self.popen.pid, code, lost, LOST_NOTE, self.store._db_path)
+        self.store._count(lost)
 
 
 def _write_all(fd: int, data: bytes) -> None:
