@@ -24,11 +24,11 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from co2unit_server.config import load_config
-from co2unit_server.gateways import ws_format
 from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper
 from co2unit_server.gateways.ws_format import WsLine
-from co2unit_server.gateways.ws_gateway import WsGateway, stored_seqs
+from co2unit_server.gateways.ws_gateway import WsGateway
+from co2unit_server.gateways.ws_seqs import stored_seqs
 from co2unit_server.launcher import GatewayProcess, free_port
 from co2unit_server.rawlog import GroupCommit, log_files
 
@@ -693,16 +693,3 @@ def test_a_failed_fsync_acks_nothing_and_the_resend_is_kept(tmp_path):
     logged = [WsLine.parse(raw).seq for raw in
               (tmp_path / "remote_data/ws/dev-1/0000.log").read_bytes().splitlines()]
     assert logged == [0, 0, 1]  # kept again: the first may never have reached the disk
-
-
-def test_the_stored_seqs_pass_over_torn_and_edited_lines(tmp_path):
-    device_dir = tmp_path / "ws" / "dev-1"
-    device_dir.mkdir(parents=True)
-    line = [WsLine("2026-12-06T01:00:00.000000", "p", None, s, message(s)).encode()
-            for s in range(6)]
-    (device_dir / "0000.log").write_bytes(line[0] + line[1] + b"edited\n")
-    (device_dir / "0001.log").write_bytes(line[2] + line[3] + line[4] + line[5][:20])  # torn
-    assert stored_seqs(device_dir) == [0, 1, 2, 3, 4]
-    assert stored_seqs(device_dir, keep=2) == [3, 4]
-    assert stored_seqs(tmp_path / "ws" / "nobody") == []
-    assert ws_format.FAMILY == "ws"

@@ -33,7 +33,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -45,10 +44,11 @@ from websockets.protocol import Event, State
 
 from ..config import Config
 from ..measurement_store import Measurement, MeasurementStore, Receipt
-from ..rawlog import log_files, open_family, ts_text
+from ..rawlog import open_family, ts_text
 from . import ws_format
 from .tcp_gateway import peer_text
 from .ws_format import Hello, MessageError, WsLine
+from .ws_seqs import RECENT_SEQS, stored_seqs
 from .ws_tokens import TokensFile
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 # fsync round, and the next): a device that pipelines faster than rounds go is not read on
 # (TCP holds it back), so it cannot take the event loop and the rounds from the others.
 MAX_IN_FLIGHT = 64
-RECENT_SEQS = 10_000  # stored seqs remembered per device: a resend older than these is refused
 MAX_LATEST_NAMES = 64  # latest values kept per device for status()
 RATE_WINDOW_S = 10
 ERROR_WINDOW_S = 60.0
@@ -85,24 +84,6 @@ class Sessions(Protocol):
 def utc_z(us: int) -> str:
     """Microseconds since 1970 as ISO 8601 UTC with its Z (what status() shows)."""
     return ts_text(us) + "Z"
-
-
-def stored_seqs(device_dir: Path, keep: int = RECENT_SEQS) -> list[int]:
-    """The seqs of the newest `keep` readable lines of a device's raw logs, oldest first.
-
-    The gateway appends a seq only above every seq stored before it, so these end with the
-    highest. An unreadable line (torn by a crash, edited) is passed over."""
-    seqs: list[int] = []
-    for path in reversed(log_files(device_dir)):
-        # The last piece is "" or a line being written (torn): only whole lines count.
-        for raw in reversed(path.read_bytes().split(b"\n")[:-1]):
-            try:
-                seqs.append(WsLine.parse(raw).seq)
-            except ValueError:
-                continue
-            if len(seqs) >= keep:
-                return seqs[::-1]
-    return seqs[::-1]
 
 
 class _Device:
