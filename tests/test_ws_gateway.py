@@ -28,7 +28,7 @@ from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper
 from co2unit_server.gateways.ws_format import WsLine
 from co2unit_server.gateways.ws_gateway import WsGateway
-from co2unit_server.gateways.ws_seqs import stored_seqs
+from co2unit_server.gateways.ws_seqs import SAVED_FILE, stored_seqs
 from co2unit_server.launcher import GatewayProcess, free_port
 from co2unit_server.rawlog import GroupCommit, log_files
 
@@ -221,6 +221,44 @@ def test_the_store_writer_of_a_killed_gateway_stores_what_it_has_and_ends(gatewa
         gateway.proc.wait(WAIT)
     assert wait_for(lambda: _ended(writer))
     assert stored_values(gateway, count=10) == [float(s) for s in range(10)]  # no import
+
+
+def test_a_clean_restart_takes_the_saved_seqs_while_the_log_holds(gateway_factory):
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        for seq in range(5):
+            ws.send(message(seq))
+        assert [recv(ws)["seq"] for _ in range(5)] == list(range(5))
+    assert gateway.stop() == 0
+    saved = gateway.var_dir / SAVED_FILE
+    state = json.loads(saved.read_text())
+    assert state["devices"]["dev-1"]["seqs"] == [[0, 4]]
+    # That the next start takes them, shown with a seq the log does not have: taken as stored.
+    state["devices"]["dev-1"]["seqs"] = [[0, 4], [7, 7]]
+    saved.write_text(json.dumps(state))
+    gateway.start()
+    assert not saved.exists()  # taken: a crash from now on leaves every log to be read
+    with device(gateway) as ws:
+        ws.send(message(7))
+        ws.send(message(3))
+        assert [recv(ws) for _ in range(2)] == [{"type": "ack", "seq": 7},
+                                                {"type": "ack", "seq": 3}]
+    assert gateway.stop() == 0
+    assert [line.seq for line in lines(gateway)] == [0, 1, 2, 3, 4]
+    # A log that changed since the save (here a line appended by hand) is read instead.
+    state = json.loads(saved.read_text())
+    state["devices"]["dev-1"]["seqs"].append([9, 9])
+    saved.write_text(json.dumps(state))
+    (log_file,) = log_files(gateway.remote_data / "ws" / "dev-1")
+    with open(log_file, "ab") as f:
+        f.write(WsLine("2026-12-06T01:00:05.000000", "p", None, 5, message(5)).encode())
+    gateway.start()
+    with device(gateway) as ws:
+        ws.send(message(9))  # new: the log says 5 is the highest
+        ws.send(message(5))  # in the log: acknowledged again
+        assert [recv(ws)["seq"] for _ in range(2)] == [9, 5]
+    assert gateway.stop() == 0
+    assert [line.seq for line in lines(gateway)] == [0, 1, 2, 3, 4, 5, 9]
 
 
 def test_a_resend_is_acked_again_and_stored_once(gateway_factory):

@@ -16,7 +16,8 @@ acks and stores their lines (no task or future between: under load each costs a 
 Seq rules per device: a seq already in the raw log is acknowledged again and not stored again
 (a device resends what was not acknowledged when it reconnects); a seq below the highest one
 stored, not stored, is refused (OUT_OF_ORDER); anything higher is new. The state (the highest
-seq and the last RECENT_SEQS stored) is read from the device's raw log at its first hello.
+seq and the last RECENT_SEQS stored) is read from the device's raw log at its first hello, or
+taken from what close() saved, while that still holds for the log (ws_seqs).
 
 One connection per device id: a second hello with the same id takes over, and the old
 connection is closed with 4409. Stopping (close()) lets each connection acknowledge and store
@@ -45,10 +46,10 @@ from websockets.protocol import Event, State
 from ..config import Config
 from ..measurement_store import Measurement, MeasurementStore, Receipt
 from ..rawlog import open_family, ts_text
-from . import ws_format
+from . import ws_format, ws_seqs
 from .tcp_gateway import peer_text
 from .ws_format import Hello, MessageError, WsLine
-from .ws_seqs import RECENT_SEQS, stored_seqs
+from .ws_seqs import RECENT_SEQS, SavedSeqs, stored_seqs
 from .ws_tokens import TokensFile
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class _Device:
         self.highest = max(seqs) if seqs else None
         self.recent: deque[int] = deque(seqs, maxlen=RECENT_SEQS)
         self.recent_set = set(self.recent)
+        self.seqs_hold = True  # what the raw log would say: worth saving at shutdown
         self.connection: _Connection | None = None
         self.sensors: tuple[str, ...] = ()
         self.peer = ""
@@ -117,7 +119,9 @@ class _Device:
         self.highest = seq if self.highest is None else max(self.highest, seq)
 
     def forget(self, seqs: set[int]) -> None:
-        """Take back seqs whose lines may not be durable: a resend of them is stored anew."""
+        """Take back seqs whose lines may not be durable: a resend of them is stored anew.
+        (Their lines may be in the log after all: its scan, not these seqs, says next time.)"""
+        self.seqs_hold = False
         self.recent = deque((s for s in self.recent if s not in seqs), maxlen=RECENT_SEQS)
         self.recent_set = set(self.recent)
         self.highest = max(self.recent) if self.recent else None
@@ -406,6 +410,8 @@ class WsGateway:
         self.tokens = TokensFile(config.ws_tokens_file) if config.ws_tokens_file else None
         self.devices: dict[str, _Device] = {}
         self._loading: dict[str, asyncio.Task[_Device]] = {}
+        self._saved_path = config.var_dir / ws_seqs.SAVED_FILE
+        self._saved: dict[str, SavedSeqs] = {}  # at the last clean shutdown, not yet taken
         self.connections: set[_Connection] = set()
         self._waiting: dict[_Connection, None] = {}  # with frames for the next cut, in order
         self._cut_due = False  # a cut is scheduled that takes what waits
@@ -413,6 +419,9 @@ class WsGateway:
         self._server: Server | None = None
 
     async def start(self) -> None:
+        self._saved = ws_seqs.take_saved(self._saved_path)
+        if self._saved:
+            log.info("seqs of %d devices saved at the last clean shutdown", len(self._saved))
         origins = self.config.ws_allowed_origins
         keepalive = self.config.ws_keepalive_seconds
         if self.tokens is not None and self.tokens.read()[0] is None:
@@ -455,6 +464,24 @@ class WsGateway:
             await asyncio.wait_for(self._server.wait_closed(), CLOSE_GRACE_S)
         self.commit.close()
         self.rawlog.close()
+        self._save_seqs()
+
+    def _save_seqs(self) -> None:
+        """Save every device's seqs with the log they hold for (the raw logs are closed): the
+        next start takes them instead of reading each log. Devices not seen this run keep
+        what was saved for them."""
+        saved = dict(self._saved)
+        for device in self.devices.values():
+            if device.seqs_hold:
+                state = SavedSeqs.of(self.rawlog.device_dir(device.id), device.recent)
+                if state is not None:
+                    saved[device.id] = state
+        try:
+            ws_seqs.save(self._saved_path, saved)
+        except OSError as exc:  # the next start reads the raw logs
+            log.error("could not save the devices' seqs to %s: %s", self._saved_path, exc)
+            return
+        log.info("seqs of %d devices saved to %s", len(saved), self._saved_path)
 
     # --- one connection -----------------------------------------------------------------
 
@@ -539,10 +566,14 @@ class WsGateway:
             del self._loading[device_id]
 
     def _read_device(self, device_id: str) -> list[int]:
-        """(In a thread.) The device's stored seqs; its raw log opened for its first append:
-        a fleet reconnecting at once would hold up the loop for 0.1-0.2 s otherwise."""
+        """(In a thread.) The device's stored seqs, saved at the last clean shutdown if they
+        still hold, else read from its raw log; the log opened for its first append: a fleet
+        reconnecting at once would hold up the loop for 0.1-0.2 s otherwise."""
+        device_dir = self.rawlog.device_dir(device_id)
+        saved = self._saved.pop(device_id, None)  # before opening: that may start a file
+        seqs = saved.seqs() if saved is not None and saved.holds_for(device_dir) else None
         self.rawlog.open_device(device_id)
-        return stored_seqs(self.rawlog.device_dir(device_id))
+        return stored_seqs(device_dir) if seqs is None else seqs
 
     def _forget_idle(self) -> None:
         """Keep the devices bounded: the longest idle disconnected ones go (their seq state
