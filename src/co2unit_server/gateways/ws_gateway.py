@@ -421,7 +421,7 @@ class WsGateway:
     async def start(self) -> None:
         self._saved = ws_seqs.take_saved(self._saved_path)
         if self._saved:
-            log.info("seqs of %d devices saved at the last clean shutdown", len(self._saved))
+            log.info("seqs of %d device(s) saved at the last clean shutdown", len(self._saved))
         origins = self.config.ws_allowed_origins
         keepalive = self.config.ws_keepalive_seconds
         if self.tokens is not None and self.tokens.read()[0] is None:
@@ -481,7 +481,7 @@ class WsGateway:
         except OSError as exc:  # the next start reads the raw logs
             log.error("could not save the devices' seqs to %s: %s", self._saved_path, exc)
             return
-        log.info("seqs of %d devices saved to %s", len(saved), self._saved_path)
+        log.info("seqs of %d device(s) saved to %s", len(saved), self._saved_path)
 
     # --- one connection -----------------------------------------------------------------
 
