@@ -45,7 +45,13 @@ import struct
 import time
 
 from co2unit_server.rawlog import ts_text
-from co2unit_server.simulator.ws_devices import SENSORS, Command, Message, take_command
+from co2unit_server.simulator.ws_devices import (
+    SENSORS,
+    Command,
+    Message,
+    decode_reply,
+    take_command,
+)
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 OPEN_TIMEOUT_S = 10.0  # TCP connect, then upgrade and welcome, each
@@ -429,12 +435,9 @@ class LeanDevice(asyncio.BufferedProtocol):
             self.unexpected.append(f"a frame of opcode {opcode}: {payload[:100]!r}")
 
     def _message(self, payload: bytes, now: float) -> None:
-        try:
-            message = json.loads(payload)
-            kind = message.get("type")
-        except (ValueError, AttributeError):
-            self.unexpected.append(f"not a JSON object: {payload[:200]!r}")
+        if (reply := decode_reply(self, payload)) is None:
             return
+        kind, message = reply
         if kind == "ack" and self.welcomed:
             self._ack(message.get("seq"), now)
         elif kind == "command" and self.welcomed:

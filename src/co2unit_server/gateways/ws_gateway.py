@@ -44,7 +44,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
 
 from ..config import Config
-from ..measurement_store import Measurement, MeasurementStore, Receipt
+from ..measurement_store import MeasurementStore, Receipt
 from ..rawlog import open_family, ts_text
 from . import ws_format, ws_seqs
 from .tcp_gateway import peer_text
@@ -175,7 +175,7 @@ class _Out:
 
     text: str
     seq: int | None = None  # an ack's seq
-    stored: tuple[Receipt, list[Measurement]] | None = None  # a new message's, once durable
+    stored: tuple[Receipt, list[tuple]] | None = None  # a new message's rows, once durable
 
 
 class DeviceSocket(ServerConnection):
@@ -253,8 +253,8 @@ def write_text(ws: ServerConnection, text: str) -> None:
 
 
 class _Connection:
-    """One device connection: what it took waits for the gateway's next commit round, whose
-    task sends the frames (an ack after its line's fsync) and stores the lines."""
+    """One device connection: what it took waits for the gateway's next cut, whose delivery
+    sends the frames (an ack after its line's fsync) and stores the lines."""
 
     def __init__(self, gateway: WsGateway, ws: DeviceSocket) -> None:
         self.gateway = gateway
@@ -349,7 +349,7 @@ class _Connection:
 
     def _send_batch(self, batch: list[_Out]) -> None:
         # Written at once while the device keeps up (its transport's buffer empty), so one
-        # task answers the whole round; a device that lags gets a task of its own, which may
+        # callback answers the whole cut; a device that lags gets a task of its own, which may
         # wait for it without holding up the others.
         ws = self.ws
         for k, out in enumerate(batch):

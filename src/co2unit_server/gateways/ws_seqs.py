@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..rawlog import log_files
+from ..toolchain.publish import write_atomic
 from .ws_format import WsLine
 
 log = logging.getLogger(__name__)
@@ -73,16 +73,12 @@ class SavedSeqs:
 
 
 def save(path: Path, saved: dict[str, SavedSeqs]) -> None:
-    """Write the devices' saved seqs (atomically: a crash leaves the old file or the new)."""
+    """Write the devices' saved seqs (renamed into place: never half a file)."""
     state = {"version": SAVED_VERSION,
              "devices": {device: {"log": s.log, "size": s.size, "seqs": s.runs}
                          for device, s in saved.items()}}
-    part = path.with_name(path.name + ".part")
-    with open(part, "w", encoding="utf-8") as f:
-        json.dump(state, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(part, path)
+    # Not fsynced: a file lost or emptied by a crash is read as unreadable, and every log then.
+    write_atomic(path, json.dumps(state, separators=(",", ":")))
 
 
 def take_saved(path: Path) -> dict[str, SavedSeqs]:

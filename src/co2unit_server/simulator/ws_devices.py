@@ -412,12 +412,9 @@ class StreamingDevice:
                 self._handle(text, loop.time())
 
     def _handle(self, text: str | bytes, now: float) -> None:
-        try:
-            message = json.loads(text)
-            kind = message.get("type")
-        except (ValueError, AttributeError):
-            self.unexpected.append(f"not a JSON object: {str(text)[:200]}")
+        if (reply := decode_reply(self, text)) is None:
             return
+        kind, message = reply
         if kind == "ack":
             self._ack(message.get("seq"), now)
         elif kind == "command":
@@ -635,12 +632,23 @@ def verify(devices: list[StreamingDevice], remote_data: Path, db_path: Path,
 
 
 class CommandTaker(Protocol):
-    """What take_command keeps up to date (simulate-ws's devices and the benchmark's)."""
+    """What decode_reply and take_command keep up to date (simulate-ws's devices and the
+    benchmark's)."""
 
     unexpected: list[str]
     started: bool
     commands: list[Command]
     connections: int
+
+
+def decode_reply(device: CommandTaker, data: str | bytes) -> tuple[object, dict] | None:
+    """A message from the gateway as (its type, itself); None, noted, unless a JSON object."""
+    try:
+        message = json.loads(data)
+        return message.get("type"), message
+    except (ValueError, AttributeError):
+        device.unexpected.append(f"not a JSON object: {data[:200]!r}")
+        return None
 
 
 def take_command(device: CommandTaker, message: dict) -> None:
