@@ -115,6 +115,55 @@ def test_transactions_begin_a_second_apart_at_most(config, writer, monkeypatch):
     assert _counts(config) == (n, n)
 
 
+def _rests_in_transactions(writer, monkeypatch) -> list[list[float]]:
+    """Each transaction's rests between its statements (the writer's sleeps, not taken)."""
+    transactions: list[list[float]] = []
+    writing = False
+    real_write = ReceiptWriter._write
+
+    def write(self, conn, batch) -> None:
+        nonlocal writing
+        transactions.append([])
+        writing = True
+        try:
+            real_write(self, conn, batch)
+        finally:
+            writing = False
+
+    def sleep(seconds: float) -> None:
+        if writing:
+            transactions[-1].append(seconds)
+
+    monkeypatch.setattr(ReceiptWriter, "_write", write)
+    monkeypatch.setattr(store_writer.time, "sleep", sleep)  # the linger's sleep is not taken
+    return transactions
+
+
+def test_a_writer_that_keeps_up_rests_between_statements(config, writer, monkeypatch):
+    monkeypatch.setattr(store_writer, "ROWS_PER_INSERT", 2)
+    transactions = _rests_in_transactions(writer, monkeypatch)
+    writer.submit_many([_item(n, values=2) for n in range(3)])
+    assert writer.flush(10)
+    # 6 values and 3 receipts: statements of 2, 2, 2 and 2, 1, a rest after each.
+    assert len(transactions) == 1 and len(transactions[0]) == 5
+    assert all(rest > 0 for rest in transactions[0])
+    assert _counts(config) == (3, 6)
+
+
+def test_a_writer_behind_or_late_in_its_transaction_does_not_rest(config, writer,
+                                                                    monkeypatch):
+    monkeypatch.setattr(store_writer, "ROWS_PER_INSERT", 2)
+    monkeypatch.setattr(store_writer, "ROWS_PER_TRANSACTION", 6)
+    transactions = _rests_in_transactions(writer, monkeypatch)
+    writer.submit_many([_item(n) for n in range(3)])  # a whole transaction: it is behind
+    assert writer.flush(10)
+    monkeypatch.setattr(writer, "paced_s", 0.0)  # and one that is never young enough
+    writer.submit_many([_item(n) for n in range(3, 5)])
+    assert writer.flush(10)
+    assert transactions == [[], []]
+    assert _counts(config) == (5, 5)
+
+
 def test_the_writer_keeps_a_page_cache_for_a_fleet(writer):
     conn = writer._connection()
     assert conn.execute("PRAGMA cache_size").fetchone() == (-writer.cache_kib,)
