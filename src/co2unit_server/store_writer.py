@@ -215,15 +215,15 @@ class ReceiptWriter(BatchWriter):
     cache_kib = 64 * 1024
     # A transaction a second at most, unless a whole one waits: each writes those pages again,
     # so back-to-back small ones (what arrived while the last ran) wrote 240 MB/s at 10,000
-    # msg/s. A second keeps the live page's values a second old at most.
+    # msg/s. A second keeps the table (the pages' and research's source) a second behind at most.
     linger_s = 1.0
 
     # While it keeps up, the writer rests between two INSERT statements as long as the last
     # one took, for the first `paced_s` of a transaction: its CPU (0.2 s a second at 10,000
     # msg/s) comes in short turns spread over the second, not in one burst. On a machine of
-    # two CPUs that burst slowed the event loop's acks once a second: ack p99 100-110 ms
-    # unpaced, 81-94 ms paced, run for run. A writer behind (a whole transaction waits) and
-    # a transaction past `paced_s` go at full speed.
+    # two CPUs that burst slowed the event loop's acks once a second: ack p99 97-132 ms
+    # unpaced, 76-94 ms paced, runs taken in turns. A writer behind (a whole transaction
+    # waits) and a transaction past `paced_s` go at full speed.
     paced_s = 0.5
     _paced = False  # this transaction rests between statements
 
