@@ -324,6 +324,19 @@ def test_deployment_table_saved_with_a_byte_order_mark(tree, conn):
     assert _log(conn, "deployments", "dropped") == {"tier is not an integer": 1}
 
 
+@pytest.mark.parametrize("edit", ["appended", "rewritten"])
+def test_an_edited_deployment_table_keeps_one_sample_per_dropped_line(tree, conn, edit):
+    import_tree(tree, conn)
+    if edit == "appended":
+        append(tree.deployments, f"{HW_D}\t\t{SITE}\t2\tdeployed\t2026-11-20\t\t\n")
+    else:
+        tree.deployments.write_text(tree.deployments.read_text().replace("first", "1st"))
+    import_tree(tree, conn)
+    assert _rows(conn, "SELECT d.src_line, d.reason FROM dropped_lines d JOIN import_files f "
+                 "ON f.id = d.src_file WHERE f.kind = 'deployments'") == [
+        (11, "dropped: tier is not an integer")]
+
+
 def test_missing_deployment_file_gives_an_empty_table_and_a_message(tree, conn):
     import_tree(tree, conn)
     tree.deployments.unlink()
