@@ -7,6 +7,7 @@ import sqlite3
 from datetime import datetime
 
 import pytest
+from old_schema_fixtures import build_old_schema_tree
 from toolchain_fixtures import (
     A_DROPPED,
     A_IMPORTED,
@@ -27,11 +28,14 @@ from toolchain_fixtures import (
     import_tree,
     open_db,
     reading,
+    table_content,
     write,
 )
 
+from co2unit_server import db
 from co2unit_server.pinglog import Ping, PingLog
-from co2unit_server.toolchain.importer import errorlogs, readings
+from co2unit_server.toolchain.importer import STAGES, errorlogs, readings
+from co2unit_server.toolchain.importer.store import transaction
 
 
 @pytest.fixture
@@ -207,6 +211,26 @@ def test_vanished_file_rows_come_back_from_a_sibling_copy(tree, conn):
     rows = _rows(conn, "SELECT date, time FROM co2_readings WHERE unit_id = ? ORDER BY date",
                  HW_A)
     assert rows == [("2026-10-31", "12:00:10"), ("2026-11-01", "13:00:10")]
+
+
+def test_files_marked_for_reading_again_are_read_once_whatever_their_stat(tmp_path):
+    """Every kind of source: the marked files are read again, on the same files with the same
+    stat, what they gave is replaced (no row twice, dropped lines sampled anew), and once."""
+    tree = build_old_schema_tree(tmp_path)
+    conn = open_db(tree)
+    import_tree(tree, conn)
+    before = table_content(tree.db_dir / "db.sqlite3", skip=set())
+    with transaction(conn):
+        marked = {kind: db.mark_for_reread(conn, "test", kind) for kind in STAGES}
+    reports = import_tree(tree, conn)
+    assert {s: (r.files_read, r.files_replaced) for s, r in reports.items()} == {
+        kind: (n, n) for kind, n in marked.items()}
+    assert marked == {"readings": 5, "errors": 2, "pings": 2, "measurements": 4,
+                      "deployments": 1}
+    assert reports["readings"].counts[("deleted", "read again after a schema upgrade")] == 31
+    assert table_content(tree.db_dir / "db.sqlite3", skip=set()) == before
+    assert all(r.files_read == 0 for r in import_tree(tree, conn).values())
+    conn.close()
 
 
 def test_incremental_import_equals_import_from_scratch(tree, conn, tmp_path):

@@ -271,24 +271,40 @@ RAW_COLUMNS = ("raw_co2_filtered", "raw_led_normalized", "raw_led_signal", "raw_
                "raw_sensor_temp")
 
 
+# import_files.check_hash of a file the next import must read again from byte 0, whatever its
+# stat says: no file's content hashes to it. Set by mark_for_reread; the import that reads the
+# file again stores its real hash, so the mark holds until the file has been read once.
+REREAD = ""
+
+
+def mark_for_reread(conn: sqlite3.Connection, why: str, kind: str, condition: str = "1") -> int:
+    """Have the next import read the `kind` files matching `condition` again; return how many.
+
+    How a schema upgrade gets what an earlier importer skipped or read wrongly: the next import
+    reads each marked file from byte 0, its stat unchanged or not, and its stage replaces what
+    the file gave before (toolchain/importer/sources.plan)."""
+    if not _columns(conn, "import_files"):
+        return 0
+    marked = conn.execute(f"UPDATE import_files SET check_hash = ? WHERE kind = ? "
+                          f"AND ({condition})", (REREAD, kind)).rowcount
+    log.warning("%s: %d %s files will be imported again", why, marked, kind)
+    return marked
+
+
 def _upgrade_to_2(conn: sqlite3.Connection) -> None:
     """Add the raw columns; have the readings files that lost lines read again.
 
     Versions before 2 dropped every 21-field row as "wrong field count". Only a file with a
-    dropped line can hold such a row. An empty check hash never matches a file's, so the next
-    import treats those files as replaced: it deletes their rows and reads them from byte 0.
+    dropped line can hold such a row.
     """
     if not _columns(conn, "co2_readings"):
         return
     for column in RAW_COLUMNS:
         if column not in _columns(conn, "co2_readings"):
             conn.execute(f"ALTER TABLE co2_readings ADD COLUMN {column} INTEGER")
-    if _columns(conn, "dropped_lines") and _columns(conn, "import_files"):
-        marked = conn.execute(
-            "UPDATE import_files SET check_hash = '' WHERE kind = 'readings' AND id IN "
-            "(SELECT src_file FROM dropped_lines)").rowcount
-        log.warning("schema 2: %d readings files with dropped lines will be imported again",
-                    marked)
+    if _columns(conn, "dropped_lines"):
+        mark_for_reread(conn, "schema 2", "readings",
+                        "id IN (SELECT src_file FROM dropped_lines)")
 
 
 def _upgrade_to_3(conn: sqlite3.Connection) -> None:

@@ -8,7 +8,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from ...db import RAW_COLUMNS
+from ...db import RAW_COLUMNS, REREAD
 from . import aggregates, sources
 from .report import StageReport
 from .store import transaction
@@ -177,7 +177,7 @@ def forget_replaced(conn: sqlite3.Connection, plan: sources.Plan, report: StageR
     sources.rescan_groups(plan, {_unit_of(s.key) for s in gone})
     with transaction(conn):
         for state in gone:
-            reason = ("read again after a schema upgrade" if state.check_hash == sources.REREAD
+            reason = ("read again after a schema upgrade" if state.check_hash == REREAD
                       else "file replaced or gone")
             deleted = conn.execute("DELETE FROM co2_readings WHERE src_file = ?", (state.id,))
             report.add("deleted", reason, deleted.rowcount)
