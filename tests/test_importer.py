@@ -20,6 +20,7 @@ from toolchain_fixtures import (
     RAW,
     RAW_VALUES,
     SITE,
+    SUPERSEDED,
     SUPERSEDED_ONLY,
     TREE_READINGS,
     Tree,
@@ -211,6 +212,21 @@ def test_vanished_file_rows_come_back_from_a_sibling_copy(tree, conn):
     rows = _rows(conn, "SELECT date, time FROM co2_readings WHERE unit_id = ? ORDER BY date",
                  HW_A)
     assert rows == [("2026-10-31", "12:00:10"), ("2026-11-01", "13:00:10")]
+
+
+def test_rows_hidden_in_a_growing_copy_come_back_when_their_file_goes(tree, conn):
+    """The superseded copy repeats a row of the file that goes, and is itself still growing:
+    it is read again whole, not only its new lines."""
+    import_tree(tree, conn)
+    superseded = tree.readings(HW_A, under=SUPERSEDED)
+    append(superseded, reading(HW_A, "varanger-03", "2026-10-31", "12:30:10") + "\n")
+    tree.readings(HW_A).unlink()
+    import_tree(tree, conn)
+    rows = _rows(conn, "SELECT date, time FROM co2_readings WHERE unit_id = ? ORDER BY date, "
+                 "time", HW_A)
+    assert rows == [("2026-10-31", "12:00:10"), ("2026-10-31", "12:30:10"),
+                    ("2026-11-01", "13:00:10")]
+    assert import_tree(tree, conn)["readings"].files_read == 0
 
 
 def test_files_marked_for_reading_again_are_read_once_whatever_their_stat(tmp_path):

@@ -177,7 +177,8 @@ def plan(conn: sqlite3.Connection, kind: str, found: list[Found]) -> Plan:
 
 
 def rescan_groups(p: Plan, groups: set[str]) -> None:
-    """Read every unchanged file of these groups again from byte 0."""
+    """Read every file of these groups again from byte 0: unchanged ones, and grown ones
+    whose imported part is as much in question as an unchanged file's."""
     keep = []
     for f, state in p.unchanged:
         if f.group in groups:
@@ -185,6 +186,8 @@ def rescan_groups(p: Plan, groups: set[str]) -> None:
         else:
             keep.append((f, state))
     p.unchanged = keep
+    for w in p.work:
+        w.restart = w.restart or w.found.group in groups
     p.work.sort(key=lambda w: w.found.key)
 
 
