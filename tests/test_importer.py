@@ -229,6 +229,26 @@ def test_rows_hidden_in_a_growing_copy_come_back_when_their_file_goes(tree, conn
     assert import_tree(tree, conn)["readings"].files_read == 0
 
 
+def test_rows_hidden_in_a_copy_come_back_after_an_import_cut_short(tree, conn, monkeypatch):
+    """Stopped (killed, a full disk) after the gone file's rows were deleted and before its
+    sibling was read again: the next import still reads the sibling again."""
+    import_tree(tree, conn)
+    tree.readings(HW_A).unlink()
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(readings, "parse_lines", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            import_tree(tree, conn)
+    import_tree(tree, conn)
+    rows = _rows(conn, "SELECT date, time FROM co2_readings WHERE unit_id = ? ORDER BY date",
+                 HW_A)
+    assert rows == [("2026-10-31", "12:00:10"), ("2026-11-01", "13:00:10")]
+    assert import_tree(tree, conn)["readings"].files_read == 0
+
+
 def test_files_marked_for_reading_again_are_read_once_whatever_their_stat(tmp_path):
     """Every kind of source: the marked files are read again, on the same files with the same
     stat, what they gave is replaced (no row twice, dropped lines sampled anew), and once."""
@@ -243,7 +263,7 @@ def test_files_marked_for_reading_again_are_read_once_whatever_their_stat(tmp_pa
         kind: (n, n) for kind, n in marked.items()}
     assert marked == {"readings": 5, "errors": 2, "pings": 2, "measurements": 4,
                       "deployments": 1}
-    assert reports["readings"].counts[("deleted", "read again after a schema upgrade")] == 31
+    assert reports["readings"].counts[("deleted", "marked to be read again")] == 31
     assert table_content(tree.db_dir / "db.sqlite3", skip=set()) == before
     assert all(r.files_read == 0 for r in import_tree(tree, conn).values())
     conn.close()

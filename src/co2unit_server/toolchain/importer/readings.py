@@ -177,11 +177,12 @@ def forget_replaced(conn: sqlite3.Connection, plan: sources.Plan, report: StageR
     sources.rescan_groups(plan, {_unit_of(s.key) for s in gone})
     with transaction(conn):
         for state in gone:
-            reason = ("read again after a schema upgrade" if state.check_hash == REREAD
+            reason = ("marked to be read again" if state.check_hash == REREAD
                       else "file replaced or gone")
             deleted = conn.execute("DELETE FROM co2_readings WHERE src_file = ?", (state.id,))
             report.add("deleted", reason, deleted.rowcount)
         sources.forget_dropped(conn, plan.work)
+        sources.hold_restarts(conn, plan.work)
         sources.forget(conn, plan.vanished)
         aggregates.rebuild(conn)
     report.files_replaced = len(gone)

@@ -191,6 +191,13 @@ def rescan_groups(p: Plan, groups: set[str]) -> None:
     p.work.sort(key=lambda w: w.found.key)
 
 
+def hold_restarts(conn: sqlite3.Connection, work: Iterable[Work]) -> None:
+    """Mark the files to read from byte 0 (REREAD), in the transaction that deletes what they
+    must give again: an import cut short before it reads them reads them next time."""
+    conn.executemany("UPDATE import_files SET check_hash = ? WHERE id = ?",
+                     [(REREAD, w.state.id) for w in work if w.restart])
+
+
 def forget(conn: sqlite3.Connection, states: Iterable[State]) -> None:
     """Drop the import state and dropped-line samples of files no longer on disk."""
     ids = [(s.id,) for s in states]
