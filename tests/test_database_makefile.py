@@ -235,3 +235,22 @@ def test_a_database_of_every_earlier_schema_heals_on_the_next_plain_make(tmp_pat
     assert set(_files_read(again).values()) == {(0, 0)}, again
     assert "plots and pages: up to date" in again
     assert table_content(old.db_dir / DB) == table_content(fresh.db_dir / DB)
+
+
+def test_a_schema_1_database_from_an_import_cut_short_heals_too(tmp_path):
+    """Schema 1's importer stored the samples of dropped lines at the end of its stage: a
+    readings stage stopped before that kept the rows and the progress, and no trace of what
+    it dropped."""
+    old = build_old_schema_tree(tmp_path / "old")
+    restore_old_database(old, 1)
+    conn = sqlite3.connect(old.db_dir / DB)
+    with conn:
+        conn.execute("DELETE FROM dropped_lines WHERE src_file IN "
+                     "(SELECT id FROM import_files WHERE kind = 'readings')")
+    conn.close()
+    fresh = build_old_schema_tree(tmp_path / "fresh")
+
+    make(old, "import")
+    make(fresh, "import")
+
+    assert table_content(old.db_dir / DB) == table_content(fresh.db_dir / DB)

@@ -291,20 +291,26 @@ def mark_for_reread(conn: sqlite3.Connection, why: str, kind: str, condition: st
     return marked
 
 
-def _upgrade_to_2(conn: sqlite3.Connection) -> None:
-    """Add the raw columns; have the readings files that lost lines read again.
+# The readings files each of whose lines is a row of co2_readings.
+_FILES_ALL_ROWS = """SELECT f.id FROM import_files f
+    JOIN (SELECT src_file, count(*) AS n FROM co2_readings GROUP BY src_file) r
+    ON r.src_file = f.id WHERE r.n >= f.lines_done"""
 
-    Versions before 2 dropped every 21-field row as "wrong field count". Only a file with a
-    dropped line can hold such a row.
+
+def _upgrade_to_2(conn: sqlite3.Connection) -> None:
+    """Add the raw columns; have the readings files with lines that gave no row read again.
+
+    Versions before 2 dropped every 21-field row as "wrong field count", so only such a file
+    can hold one. Not only the files with a dropped line in dropped_lines: those versions stored
+    the samples at the end of the stage, so an import cut short kept rows and progress without
+    them. (A file with a blank line or a duplicate row is read again too, to no harm.)
     """
     if not _columns(conn, "co2_readings"):
         return
     for column in RAW_COLUMNS:
         if column not in _columns(conn, "co2_readings"):
             conn.execute(f"ALTER TABLE co2_readings ADD COLUMN {column} INTEGER")
-    if _columns(conn, "dropped_lines"):
-        mark_for_reread(conn, "schema 2", "readings",
-                        "id IN (SELECT src_file FROM dropped_lines)")
+    mark_for_reread(conn, "schema 2", "readings", f"id NOT IN ({_FILES_ALL_ROWS})")
 
 
 def _upgrade_to_3(conn: sqlite3.Connection) -> None:
