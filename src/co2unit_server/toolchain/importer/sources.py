@@ -4,8 +4,9 @@ Per file the `import_files` table keeps the stat seen last, how many bytes (comp
 imported and a hash of the first and last imported bytes. A re-run stats files only; a file that
 grew is read from where the import stopped; a file that shrank or whose imported bytes changed
 (a replaced file, a new SD card's sequence under the same name) is imported again from byte 0,
-and so is a file marked for re-reading (db.mark_for_reread, by a schema upgrade), however
-unchanged its stat: the mark is a check hash no content has.
+and so is a file marked for re-reading, however unchanged its stat: the mark (REREAD) is a
+check hash no content has, set by a schema upgrade (db.mark_for_reread) or by a stage that
+deleted rows the file must give again (hold_restarts), and replaced when the file is read.
 """
 
 from __future__ import annotations
