@@ -205,7 +205,7 @@ def test_a_database_of_every_earlier_schema_heals_on_the_next_plain_make(tmp_pat
     old = build_old_schema_tree(tmp_path / "old")
     restore_old_database(old, version)
     fresh = build_old_schema_tree(tmp_path / "fresh")
-    conn = sqlite3.connect(old.db_dir / "db.sqlite3")
+    conn = sqlite3.connect(old.db_dir / DB)
     assert max(conn.execute("PRAGMA user_version").fetchone()[0], 1) == version
     before = conn.execute("SELECT count(*) FROM co2_readings").fetchone()[0]
     conn.close()
@@ -216,7 +216,7 @@ def test_a_database_of_every_earlier_schema_heals_on_the_next_plain_make(tmp_pat
 
     assert _stats(old) == stats
     assert table_content(old.db_dir / DB) == table_content(fresh.db_dir / DB)
-    conn = sqlite3.connect(old.db_dir / "db.sqlite3")
+    conn = sqlite3.connect(old.db_dir / DB)
     assert conn.execute("PRAGMA user_version").fetchone() == (db.SCHEMA_VERSION,)
     after = conn.execute("SELECT count(*) FROM co2_readings").fetchone()[0]
     raw_rows = conn.execute("SELECT count(*) FROM co2_readings "
@@ -225,8 +225,8 @@ def test_a_database_of_every_earlier_schema_heals_on_the_next_plain_make(tmp_pat
                         (db.REREAD,)).fetchone() == (0,)
     conn.close()
     assert raw_rows == 17  # A's 6, its old card's 1 and C's 10 21-field rows with values
-    if version == 1:  # the 21-field rows the old importer dropped, now in (and one with NULLs
-        assert after == before + 20  # each of A and C; the old card's copy of one of A's)
+    if version == 1:  # the 21-field rows the old importer dropped: A's 7, C's 12 and the
+        assert after == before + 20  # old card's one that A's file lacks
         assert "rows deleted (marked to be read again: " in healed
         assert "Data quality" in (old.pub_dir / "co2_summary.html").read_text(encoding="utf-8")
     else:
