@@ -11,13 +11,25 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from toolchain_fixtures import HW_B, TREE_READINGS, Tree, append, build_tree, reading, write
+import pytest
+from old_schema_fixtures import OLD_SCHEMAS, build_old_schema_tree, restore_old_database
+from toolchain_fixtures import (
+    HW_B,
+    TREE_READINGS,
+    Tree,
+    append,
+    build_tree,
+    reading,
+    table_content,
+    write,
+)
 
 from co2unit_server import db
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUTS = {"co2_tiered_all_hires.svg", "co2_tiered_recent_hires.svg", "pings_all_tiered.svg",
            "pings_summary.html", "co2_summary.html"}
+DB = "db.sqlite3"
 TABLES = ("co2_readings", "error_logs", "pings", "deploy_durations_tiered", "import_log")
 
 
@@ -173,70 +185,72 @@ def test_make_summaries_script_builds_where_the_server_serves(tmp_path):
     assert (install / "var" / "db.sqlite3").is_file()
 
 
-V1 = REPO / "tests" / "data" / "schema_v1"
-# Tables that describe runs, not data: they differ between any two builds.
-RUN_TABLES = {"import_log", "toolchain_state", "import_files"}
+STAGE_LINE = re.compile(r"^(\w+): \d+ files \((\d+) read, (\d+) replaced or gone\)", re.M)
 
 
-def _v1_tree(root: Path, with_db: bool) -> Tree:
-    """The tree of tests/data/schema_v1, with the database the old toolchain built from it."""
-    tree = Tree(root)
-    shutil.copytree(V1 / "remote_data", tree.data_dir)
-    shutil.copytree(V1 / "var", tree.db_dir)
-    if with_db:
-        conn = sqlite3.connect(tree.db_dir / "db.sqlite3")
-        conn.executescript((V1 / "db.sql").read_text(encoding="utf-8"))
-        conn.close()
-    return tree
+def _stats(tree: Tree) -> dict[Path, tuple[int, int, int]]:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino)
+            for p in tree.root.rglob("*") if p.is_file() and tree.db_dir not in p.parents}
 
 
-def _content(tree: Tree) -> dict[str, list[tuple]]:
-    """Every data table's rows, without the columns that number files or say when."""
-    conn = sqlite3.connect(tree.db_dir / "db.sqlite3")
-    # File ids, and what moves on with the clock (an ongoing deployment lasts until now).
-    skip = {"src_file", "computed_at", "days_deployed", "longest_gap_days", "gap_to"}
-    try:
-        names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN "
-                                            "('table', 'view') ORDER BY name")]
-        content = {}
-        for name in set(names) - RUN_TABLES:
-            cols = [c[1] for c in conn.execute(f'PRAGMA table_info("{name}")')
-                    if c[1] not in skip]
-            content[name] = sorted(conn.execute(f'SELECT {", ".join(cols)} FROM "{name}"'),
-                                   key=repr)
-        return content
-    finally:
-        conn.close()
+def _files_read(output: str) -> dict[str, tuple[int, int]]:
+    """Per import stage: (files read, files replaced or gone), from its progress line."""
+    return {stage: (int(read), int(gone)) for stage, read, gone in STAGE_LINE.findall(output)}
 
 
-def test_a_database_from_before_schema_2_heals_on_the_next_plain_make(tmp_path):
-    old = _v1_tree(tmp_path / "old", with_db=True)
-    conn = sqlite3.connect(old.db_dir / "db.sqlite3")
-    assert conn.execute("PRAGMA user_version").fetchone() == (0,)
+@pytest.mark.parametrize("version", sorted(OLD_SCHEMAS))
+def test_a_database_of_every_earlier_schema_heals_on_the_next_plain_make(tmp_path, version):
+    # The old toolchain's database on the tree it was built from: the same files, whose stat
+    # the old import recorded; nothing on disk changes before or during the new make.
+    old = build_old_schema_tree(tmp_path / "old")
+    restore_old_database(old, version)
+    fresh = build_old_schema_tree(tmp_path / "fresh")
+    conn = sqlite3.connect(old.db_dir / DB)
+    assert max(conn.execute("PRAGMA user_version").fetchone()[0], 1) == version
     before = conn.execute("SELECT count(*) FROM co2_readings").fetchone()[0]
-    assert conn.execute("SELECT count(*) FROM dropped_lines d JOIN import_files f ON f.id = "
-                        "d.src_file WHERE f.kind = 'readings' AND d.reason = "
-                        "'dropped: wrong field count'").fetchone()[0] == 7
     conn.close()
-    fresh = _v1_tree(tmp_path / "fresh", with_db=False)
+    stats = _stats(old)
 
     healed = make(old).stdout
     make(fresh)
 
-    assert "read again after a schema upgrade" in healed
-    assert _content(old) == _content(fresh)
-    conn = sqlite3.connect(old.db_dir / "db.sqlite3")
+    assert _stats(old) == stats
+    assert table_content(old.db_dir / DB) == table_content(fresh.db_dir / DB)
+    conn = sqlite3.connect(old.db_dir / DB)
     assert conn.execute("PRAGMA user_version").fetchone() == (db.SCHEMA_VERSION,)
     after = conn.execute("SELECT count(*) FROM co2_readings").fetchone()[0]
-    assert after == before + 3  # the 21-field rows the old importer dropped
-    assert conn.execute("SELECT count(*) FROM co2_readings WHERE raw_co2_filtered = 45 AND "
-                        "raw_sensor_temp = 1101").fetchone()[0] == 2
-    assert conn.execute("SELECT count(*) FROM co2_bins").fetchone() == conn.execute(
-        "SELECT count(*) FROM (SELECT DISTINCT unit_id, unixepoch(date || ' ' || time) / 10800 "
-        "FROM co2_readings)").fetchone()
+    raw_rows = conn.execute("SELECT count(*) FROM co2_readings "
+                            "WHERE raw_co2_filtered IS NOT NULL").fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM import_files WHERE check_hash = ?",
+                        (db.REREAD,)).fetchone() == (0,)
     conn.close()
-    page = (old.pub_dir / "co2_summary.html").read_text(encoding="utf-8")
-    assert "Data quality" in page  # the pages were redrawn
+    assert raw_rows == 17  # A's 6, its old card's 1 and C's 10 21-field rows with values
+    if version == 1:  # the 21-field rows the old importer dropped: A's 7, C's 12 and the
+        assert after == before + 20  # old card's one that A's file lacks
+        assert "rows deleted (marked to be read again: " in healed
+        assert "Data quality" in (old.pub_dir / "co2_summary.html").read_text(encoding="utf-8")
+    else:
+        assert after == before
     again = make(old).stdout
-    assert "0 new rows" in again and "plots and pages: up to date" in again
-    assert _content(old) == _content(fresh)
+    assert set(_files_read(again).values()) == {(0, 0)}, again
+    assert "plots and pages: up to date" in again
+    assert table_content(old.db_dir / DB) == table_content(fresh.db_dir / DB)
+
+
+def test_a_schema_1_database_from_an_import_cut_short_heals_too(tmp_path):
+    """Schema 1's importer stored the samples of dropped lines at the end of its stage: a
+    readings stage stopped before that kept the rows and the progress, and no trace of what
+    it dropped."""
+    old = build_old_schema_tree(tmp_path / "old")
+    restore_old_database(old, 1)
+    conn = sqlite3.connect(old.db_dir / DB)
+    with conn:
+        conn.execute("DELETE FROM dropped_lines WHERE src_file IN "
+                     "(SELECT id FROM import_files WHERE kind = 'readings')")
+    conn.close()
+    fresh = build_old_schema_tree(tmp_path / "fresh")
+
+    make(old, "import")
+    make(fresh, "import")
+
+    assert table_content(old.db_dir / DB) == table_content(fresh.db_dir / DB)

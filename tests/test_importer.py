@@ -7,6 +7,7 @@ import sqlite3
 from datetime import datetime
 
 import pytest
+from old_schema_fixtures import build_old_schema_tree
 from toolchain_fixtures import (
     A_DROPPED,
     A_IMPORTED,
@@ -19,6 +20,7 @@ from toolchain_fixtures import (
     RAW,
     RAW_VALUES,
     SITE,
+    SUPERSEDED,
     SUPERSEDED_ONLY,
     TREE_READINGS,
     Tree,
@@ -27,11 +29,14 @@ from toolchain_fixtures import (
     import_tree,
     open_db,
     reading,
+    table_content,
     write,
 )
 
+from co2unit_server import db
 from co2unit_server.pinglog import Ping, PingLog
-from co2unit_server.toolchain.importer import errorlogs, readings
+from co2unit_server.toolchain.importer import STAGES, errorlogs, readings
+from co2unit_server.toolchain.importer.store import transaction
 
 
 @pytest.fixture
@@ -209,6 +214,61 @@ def test_vanished_file_rows_come_back_from_a_sibling_copy(tree, conn):
     assert rows == [("2026-10-31", "12:00:10"), ("2026-11-01", "13:00:10")]
 
 
+def test_rows_hidden_in_a_growing_copy_come_back_when_their_file_goes(tree, conn):
+    """The superseded copy repeats a row of the file that goes, and is itself still growing:
+    it is read again whole, not only its new lines."""
+    import_tree(tree, conn)
+    superseded = tree.readings(HW_A, under=SUPERSEDED)
+    append(superseded, reading(HW_A, "varanger-03", "2026-10-31", "12:30:10") + "\n")
+    tree.readings(HW_A).unlink()
+    import_tree(tree, conn)
+    rows = _rows(conn, "SELECT date, time FROM co2_readings WHERE unit_id = ? ORDER BY date, "
+                 "time", HW_A)
+    assert rows == [("2026-10-31", "12:00:10"), ("2026-10-31", "12:30:10"),
+                    ("2026-11-01", "13:00:10")]
+    assert import_tree(tree, conn)["readings"].files_read == 0
+
+
+def test_rows_hidden_in_a_copy_come_back_after_an_import_cut_short(tree, conn, monkeypatch):
+    """Stopped (killed, a full disk) after the gone file's rows were deleted and before its
+    sibling was read again: the next import still reads the sibling again."""
+    import_tree(tree, conn)
+    tree.readings(HW_A).unlink()
+
+    def stopped(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(readings, "parse_lines", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            import_tree(tree, conn)
+    import_tree(tree, conn)
+    rows = _rows(conn, "SELECT date, time FROM co2_readings WHERE unit_id = ? ORDER BY date",
+                 HW_A)
+    assert rows == [("2026-10-31", "12:00:10"), ("2026-11-01", "13:00:10")]
+    assert import_tree(tree, conn)["readings"].files_read == 0
+
+
+def test_files_marked_for_reading_again_are_read_once_whatever_their_stat(tmp_path):
+    """Every kind of source: the marked files are read again, on the same files with the same
+    stat, what they gave is replaced (no row twice, dropped lines sampled anew), and once."""
+    tree = build_old_schema_tree(tmp_path)
+    conn = open_db(tree)
+    import_tree(tree, conn)
+    before = table_content(tree.db_dir / "db.sqlite3", skip=set())
+    with transaction(conn):
+        marked = {kind: db.mark_for_reread(conn, "test", kind) for kind in STAGES}
+    reports = import_tree(tree, conn)
+    assert {s: (r.files_read, r.files_replaced) for s, r in reports.items()} == {
+        kind: (n, n) for kind, n in marked.items()}
+    assert marked == {"readings": 5, "errors": 2, "pings": 2, "measurements": 4,
+                      "deployments": 1}
+    assert reports["readings"].counts[("deleted", "marked to be read again")] == 31
+    assert table_content(tree.db_dir / "db.sqlite3", skip=set()) == before
+    assert all(r.files_read == 0 for r in import_tree(tree, conn).values())
+    conn.close()
+
+
 def test_incremental_import_equals_import_from_scratch(tree, conn, tmp_path):
     lines = [line for line, _ in A_LINES]
     path = tree.readings(HW_A)
@@ -322,6 +382,19 @@ def test_deployment_table_saved_with_a_byte_order_mark(tree, conn):
     import_tree(tree, conn)
     assert len(_rows(conn, "SELECT * FROM deploy_durations_tiered")) == 6
     assert _log(conn, "deployments", "dropped") == {"tier is not an integer": 1}
+
+
+@pytest.mark.parametrize("edit", ["appended", "rewritten"])
+def test_an_edited_deployment_table_keeps_one_sample_per_dropped_line(tree, conn, edit):
+    import_tree(tree, conn)
+    if edit == "appended":
+        append(tree.deployments, f"{HW_D}\t\t{SITE}\t2\tdeployed\t2026-11-20\t\t\n")
+    else:
+        tree.deployments.write_text(tree.deployments.read_text().replace("first", "1st"))
+    import_tree(tree, conn)
+    assert _rows(conn, "SELECT d.src_line, d.reason FROM dropped_lines d JOIN import_files f "
+                 "ON f.id = d.src_file WHERE f.kind = 'deployments'") == [
+        (11, "dropped: tier is not an integer")]
 
 
 def test_missing_deployment_file_gives_an_empty_table_and_a_message(tree, conn):

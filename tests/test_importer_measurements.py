@@ -292,6 +292,17 @@ def test_a_record_format_for_an_unknown_device_id_parses_its_kept_packets(tree, 
     assert run(tree, conn, BOTH_TYPES).files_read == 0
 
 
+def test_a_registry_change_parses_the_kept_packets_of_a_log_that_grew_since(tree, conn):
+    run(tree, conn)
+    append(log_path(tree, "tcp", UNKNOWN_DEV), tcp_line(T2, packet(7, [R3])).encode())
+    report = run(tree, conn, BOTH_TYPES)
+    assert [source for (source,) in conn.execute(
+        "SELECT DISTINCT source FROM measurements WHERE device = ? ORDER BY source",
+        (UNKNOWN_DEV,))] == [f"tcp/esp8266-7/0000.log:{n}" for n in (1, 2, 3)]
+    assert report.files_read == 3
+    assert run(tree, conn, BOTH_TYPES).files_read == 0
+
+
 def test_a_replaced_log_is_read_again_with_the_files_after_it(tree, conn):
     run(tree, conn)
     # The first file replaced (restored from a backup with a line less): the files after it

@@ -205,3 +205,26 @@ def import_tree(tree: Tree, conn: sqlite3.Connection | None = None,
     conn = conn or open_db(tree)
     lines = out if out is not None else []
     return run_import(conn, tree.sources(), out=lines.append)
+
+
+# Tables that describe runs, not data: they differ between any two builds.
+RUN_TABLES = {"import_log", "toolchain_state", "import_files"}
+# File ids, and what moves on with the clock (an ongoing deployment lasts until now).
+VARYING = {"src_file", "computed_at", "days_deployed", "longest_gap_days", "gap_to"}
+
+
+def table_content(db_path: Path, skip: set[str] = VARYING) -> dict[str, list[tuple]]:
+    """Every data table's and view's rows, sorted, without the `skip` columns."""
+    conn = sqlite3.connect(db_path)
+    try:
+        names = [n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type IN "
+                                            "('table', 'view') ORDER BY name")]
+        content = {}
+        for name in set(names) - RUN_TABLES:
+            cols = [c[1] for c in conn.execute(f'PRAGMA table_info("{name}")')
+                    if c[1] not in skip]
+            content[name] = sorted(conn.execute(f'SELECT {", ".join(cols)} FROM "{name}"'),
+                                   key=repr)
+        return content
+    finally:
+        conn.close()

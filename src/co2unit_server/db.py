@@ -271,24 +271,46 @@ RAW_COLUMNS = ("raw_co2_filtered", "raw_led_normalized", "raw_led_signal", "raw_
                "raw_sensor_temp")
 
 
-def _upgrade_to_2(conn: sqlite3.Connection) -> None:
-    """Add the raw columns; have the readings files that lost lines read again.
+# import_files.check_hash of a file the next import must read again from byte 0, whatever its
+# stat says: no file's content hashes to it. Set by mark_for_reread; the import that reads the
+# file again stores its real hash, so the mark holds until the file has been read once.
+REREAD = ""
 
-    Versions before 2 dropped every 21-field row as "wrong field count". Only a file with a
-    dropped line can hold such a row. An empty check hash never matches a file's, so the next
-    import treats those files as replaced: it deletes their rows and reads them from byte 0.
+
+def mark_for_reread(conn: sqlite3.Connection, why: str, kind: str, condition: str = "1") -> int:
+    """Have the next import read the `kind` files matching `condition` again; return how many.
+
+    How a schema upgrade gets what an earlier importer skipped or read wrongly: the next import
+    reads each marked file from byte 0, its stat unchanged or not, and its stage replaces what
+    the file gave before (toolchain/importer/sources.plan)."""
+    if not _columns(conn, "import_files"):
+        return 0
+    marked = conn.execute(f"UPDATE import_files SET check_hash = ? WHERE kind = ? "
+                          f"AND ({condition})", (REREAD, kind)).rowcount
+    log.warning("%s: %d %s files will be imported again", why, marked, kind)
+    return marked
+
+
+# The readings files each of whose lines is a row of co2_readings.
+_FILES_ALL_ROWS = """SELECT f.id FROM import_files f
+    JOIN (SELECT src_file, count(*) AS n FROM co2_readings GROUP BY src_file) r
+    ON r.src_file = f.id WHERE r.n >= f.lines_done"""
+
+
+def _upgrade_to_2(conn: sqlite3.Connection) -> None:
+    """Add the raw columns; have the readings files with lines that gave no row read again.
+
+    Versions before 2 dropped every 21-field row as "wrong field count", so only such a file
+    can hold one. Not only the files with a dropped line in dropped_lines: those versions stored
+    the samples at the end of the stage, so an import cut short kept rows and progress without
+    them. (A file with a blank line or a duplicate row is read again too, to no harm.)
     """
     if not _columns(conn, "co2_readings"):
         return
     for column in RAW_COLUMNS:
         if column not in _columns(conn, "co2_readings"):
             conn.execute(f"ALTER TABLE co2_readings ADD COLUMN {column} INTEGER")
-    if _columns(conn, "dropped_lines") and _columns(conn, "import_files"):
-        marked = conn.execute(
-            "UPDATE import_files SET check_hash = '' WHERE kind = 'readings' AND id IN "
-            "(SELECT src_file FROM dropped_lines)").rowcount
-        log.warning("schema 2: %d readings files with dropped lines will be imported again",
-                    marked)
+    mark_for_reread(conn, "schema 2", "readings", f"id NOT IN ({_FILES_ALL_ROWS})")
 
 
 def _upgrade_to_3(conn: sqlite3.Connection) -> None:

@@ -87,6 +87,9 @@ def import_deployments(conn: sqlite3.Connection, path: Path, report: StageReport
         sources.forget(conn, plan.vanished)
         if not (plan.work or plan.vanished or plan.replaced):
             return
+        for work in plan.work:
+            work.restart = True  # read whole, whatever changed: its old samples go
+        sources.forget_dropped(conn, plan.work)
         rows = []
         for work in plan.work:
             data = work.found.path.read_bytes()

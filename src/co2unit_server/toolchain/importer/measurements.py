@@ -133,7 +133,7 @@ def import_measurements(conn: sqlite3.Connection, data_dir: Path,
         plan = sources.plan(conn, KIND, found)
         registry_changed = read_state(conn, REGISTRY_STATE) != registry_text(registry)
         if registry_changed:
-            sources.rescan_groups(plan, {f.group for f, _ in plan.unchanged
+            sources.rescan_groups(plan, {f.group for f in found
                                          if f.group.startswith(tcp_format.FAMILY + "/")})
         sources.rescan_groups(plan, _restarted_before_others(found, plan))
         # Rows stay: the gateway wrote them too, and a replaced log is read again whole.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
 from datetime import date
 from pathlib import Path
 
-from ...db import RAW_COLUMNS
+from ...db import RAW_COLUMNS, REREAD
 from . import aggregates, sources
 from .report import StageReport
 from .store import transaction
@@ -176,12 +177,17 @@ def forget_replaced(conn: sqlite3.Connection, plan: sources.Plan, report: StageR
     # Their rows may have hidden the same readings in a sibling file (INSERT OR IGNORE).
     sources.rescan_groups(plan, {_unit_of(s.key) for s in gone})
     with transaction(conn):
-        for state in gone:
-            reason = ("read again after a schema upgrade" if state.check_hash == sources.REREAD
-                      else "file replaced or gone")
-            deleted = conn.execute("DELETE FROM co2_readings WHERE src_file = ?", (state.id,))
-            report.add("deleted", reason, deleted.rowcount)
+        for marked in (True, False):
+            ids = [s.id for s in gone if (s.check_hash == REREAD) == marked]
+            if ids:
+                # One statement, one scan of the table (src_file has no index of its own):
+                # a statement per file took 0.24 s each on 2 million rows.
+                deleted = conn.execute("DELETE FROM co2_readings WHERE src_file IN "
+                                       "(SELECT value FROM json_each(?))", (json.dumps(ids),))
+                report.add("deleted", "marked to be read again" if marked
+                           else "file replaced or gone", deleted.rowcount)
         sources.forget_dropped(conn, plan.work)
+        sources.hold_restarts(conn, plan.work)
         sources.forget(conn, plan.vanished)
         aggregates.rebuild(conn)
     report.files_replaced = len(gone)

@@ -3,7 +3,10 @@
 Per file the `import_files` table keeps the stat seen last, how many bytes (complete lines) were
 imported and a hash of the first and last imported bytes. A re-run stats files only; a file that
 grew is read from where the import stopped; a file that shrank or whose imported bytes changed
-(a replaced file, a new SD card's sequence under the same name) is imported again from byte 0.
+(a replaced file, a new SD card's sequence under the same name) is imported again from byte 0,
+and so is a file marked for re-reading, however unchanged its stat: the mark (REREAD) is a
+check hash no content has, set by a schema upgrade (db.mark_for_reread) or by a stage that
+deleted rows the file must give again (hold_restarts), and replaced when the file is read.
 """
 
 from __future__ import annotations
@@ -16,12 +19,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...db import REREAD
+
 # remote_data/sessions/sessions.log: the streaming sessions, no unit either.
 from ...gateways.sessions import LOG_DIR as SESSIONS_DIR
 
-# The check hash of a file to read again from byte 0 (set by db's schema upgrades): no file's
-# content hashes to it, so the file counts as replaced.
-REREAD = ""
 HEAD_BYTES = 4096
 TAIL_BYTES = 1024
 _DIGITS = re.compile(r"(\d+)")
@@ -142,6 +144,10 @@ def content_hash(path: Path, length: int) -> str:
     return hashlib.sha1(head + b"|" + tail).hexdigest()
 
 
+def _stat_changed(f: Found, state: State) -> bool:
+    return (f.size, f.mtime_ns, f.inode) != (state.size, state.mtime_ns, state.inode)
+
+
 def _was_replaced(f: Found, state: State) -> bool:
     """True when the bytes imported before are no longer the file's first bytes."""
     return f.size < state.bytes_done or content_hash(f.path, state.bytes_done) != state.check_hash
@@ -159,11 +165,12 @@ def plan(conn: sqlite3.Connection, kind: str, found: list[Found]) -> Plan:
             state = State(conn.execute("SELECT last_insert_rowid()").fetchone()[0], f.key,
                           0, 0, 0, "", 0, 0, None)
             result.work.append(Work(f, state, True))
-        elif (f.size, f.mtime_ns, f.inode) == (state.size, state.mtime_ns, state.inode):
-            result.unchanged.append((f, state))
-        elif _was_replaced(f, state):
+        elif state.check_hash == REREAD or (_stat_changed(f, state) and _was_replaced(f, state)):
+            # The mark before the stat: a marked file's stat is as unchanged as any.
             result.replaced.append(state)
             result.work.append(Work(f, state, True))
+        elif not _stat_changed(f, state):
+            result.unchanged.append((f, state))
         else:
             result.work.append(Work(f, state, False))
     result.vanished = list(states.values())
@@ -171,7 +178,8 @@ def plan(conn: sqlite3.Connection, kind: str, found: list[Found]) -> Plan:
 
 
 def rescan_groups(p: Plan, groups: set[str]) -> None:
-    """Read every unchanged file of these groups again from byte 0."""
+    """Read every file of these groups again from byte 0: unchanged ones, and grown ones
+    whose imported part is as much in question as an unchanged file's."""
     keep = []
     for f, state in p.unchanged:
         if f.group in groups:
@@ -179,7 +187,16 @@ def rescan_groups(p: Plan, groups: set[str]) -> None:
         else:
             keep.append((f, state))
     p.unchanged = keep
+    for w in p.work:
+        w.restart = w.restart or w.found.group in groups
     p.work.sort(key=lambda w: w.found.key)
+
+
+def hold_restarts(conn: sqlite3.Connection, work: Iterable[Work]) -> None:
+    """Mark the files to read from byte 0 (REREAD), in the transaction that deletes what they
+    must give again: an import cut short before it reads them reads them next time."""
+    conn.executemany("UPDATE import_files SET check_hash = ? WHERE id = ?",
+                     [(REREAD, w.state.id) for w in work if w.restart])
 
 
 def forget(conn: sqlite3.Connection, states: Iterable[State]) -> None:
