@@ -4,10 +4,10 @@
 the one systemd unit runs everything and it stops with the server. SIGTERM or SIGINT stops it
 cleanly: no new connection is taken, what was received is made durable and stored, then exit.
 
-A configuration error never makes it exit, for uWSGI would start it again and again: each
-gateway starts on its own, one that cannot (its port taken, say) is logged and reported to
-`check` (health.py) while the others run, and the pull collector follows its devices file
-(see pull_collector.py).
+A configuration error never makes it exit, for uWSGI would start it again and again: `serve`
+refuses to start on one (check_gateways), and here each gateway starts on its own, one that
+cannot (its port taken, say) is logged and reported to `check` (health.py) while the others
+run, and the pull collector follows its devices file (see pull_collector.py).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import gc
 import logging
 import resource
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -28,11 +29,15 @@ from ..measurement_store import MeasurementStore, open_store
 from . import tcp_format
 from .control import ControlServer
 from .health import CRITICAL, WARNING, Health
+from .pull_format import read_devices_file
+from .ws_tokens import check_tokens_file
 
 log = logging.getLogger(__name__)
 # Logged once every enabled gateway listens or polls, or failed to (tests and scripts wait
 # for it).
 READY = "gateways ready"
+# The longest path of a Unix socket (sun_path holds 108 bytes with its final NUL).
+MAX_SOCKET_PATH = 107
 Closer = Callable[[], Awaitable[None]]
 
 
@@ -74,6 +79,49 @@ def keep_read_buffers_on_the_heap() -> None:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     mallopt(_M_MMAP_THRESHOLD, _HEAP_BLOCKS)
     mallopt(_M_TRIM_THRESHOLD, 2 * _HEAP_BLOCKS)  # nor the heap's top given back each time
+
+
+# --- the check `serve` makes before uWSGI starts -----------------------------------------------
+
+def check_gateways(config: Config, http_port: int | None = None) -> None:
+    """ConfigError with the first thing that would keep an enabled gateway from starting.
+
+    Each file is checked by the function its gateway reads it with (the registry of
+    tcp_device_types, and the ports' range, by load_config already)."""
+    if config.pull_devices_file:
+        read_devices_file(config.pull_devices_file)
+    if config.ws_gateway_port and config.ws_tokens_file:
+        check_tokens_file(config.ws_tokens_file)
+    if config.ws_gateway_port and len(bytes(config.control_socket)) > MAX_SOCKET_PATH:
+        raise ConfigError(f"var_dir {config.var_dir}: the gateway's control socket "
+                          f"{config.control_socket} would be longer than the "
+                          f"{MAX_SOCKET_PATH} bytes a Unix socket path may have")
+    ports = {"tcp_gateway_port": config.tcp_gateway_port,
+             "ws_gateway_port": config.ws_gateway_port, "the HTTP port": http_port or 0}
+    taken: dict[int, str] = {}
+    for setting, port in ports.items():
+        if port in taken:
+            raise ConfigError(f"{setting} {port} is also {taken[port]}")
+        if port:
+            taken[port] = setting
+    for setting in ("tcp_gateway_port", "ws_gateway_port"):
+        if ports[setting]:
+            check_can_listen(config.gateway_host, ports[setting], setting)
+
+
+def check_can_listen(host: str, port: int, setting: str) -> None:
+    """ConfigError unless a gateway could listen on host:port now (as it binds: reuse_address)."""
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(address)
+    except OSError as exc:
+        where = f"{host or '*'}:{port}"
+        raise ConfigError(f"{setting} {port}: cannot listen on {where}: "
+                          f"{exc.strerror or exc}") from None
 
 
 # --- the process -----------------------------------------------------------------------------
