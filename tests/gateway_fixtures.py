@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 import struct
 import time
@@ -30,6 +31,21 @@ def packet(records: list[bytes], wake: int = 3600, every: int = 120, device_id: 
 def records(first: int, count: int) -> list[bytes]:
     """Distinct type-1 records: light counts up from `first`."""
     return [struct.pack("<HHH", first + i, 31980, 25492) for i in range(count)]
+
+
+def send(port: int, data: bytes, timeout: float = 10.0) -> bool:
+    """Send as a device does, then wait for the gateway to close: True once it did.
+
+    The gateway closes a connection only after it has read it to EOF and appended the packet
+    to its raw log, so a True here is a packet the gateway read whole.
+    """
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            return s.recv(1) == b""
+    except OSError:
+        return False
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 20.0) -> T:

@@ -227,3 +227,29 @@ def test_check_command_includes_gateway_devices(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("FLEET CRITICAL - 1 deployed units: 1 alive; 7 gateway devices")
     assert "NEVER SEEN lab-2 (pull device): no data ever, expected every 1 min" in out
+
+
+def test_check_reports_what_the_running_gateway_process_cannot_do(tmp_path, capsys):
+    from co2unit_server.gateways.health import CRITICAL, WARNING, Health
+
+    ini = _ini(tmp_path)
+    conn = build_fleet(tmp_path / "var" / "db.sqlite3", time.time())
+    conn.execute("DELETE FROM deploy_durations_tiered WHERE unit_id IN (?, ?, ?)",
+                 (SILENT, NEVER, LATE))
+    assert main(["check", "--ini", str(ini)]) == 0
+    capsys.readouterr()
+    health = Health(tmp_path / "var" / "gateways-health.json")
+    health.set("pull devices file", WARNING, "devices.tsv:3: bad (still polling 2 devices)")
+    assert main(["check", "--ini", str(ini)]) == 1
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "GATEWAY WARNING devices.tsv:3: bad (still polling 2 devices)"]
+    health.set("TCP gateway", CRITICAL, "TCP gateway not started: address in use")
+    assert main(["check", "--ini", str(ini)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("FLEET CRITICAL - 1 deployed units: 1 alive")
+    assert "GATEWAY CRITICAL TCP gateway not started: address in use" in out
+    health.set("TCP gateway", CRITICAL, None)
+    health.set("pull devices file", WARNING, None)
+    assert main(["check", "--ini", str(ini)]) == 0
+    health.remove()  # the process stopped cleanly
+    assert main(["check", "--ini", str(ini)]) == 0

@@ -9,14 +9,18 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from gateway_fixtures import db_rows, wait_for
+from gateway_fixtures import db_rows, send, wait_for
 
 from co2unit_server import rawlog
+from co2unit_server.gateways.health import read_health
 from co2unit_server.gateways.process import tune_gc
+from co2unit_server.launcher import ServerProcess, free_port
 from co2unit_server.serve import gateway_daemon, uwsgi_argv
+from co2unit_server.simulator.nodemcu import DeviceSpec, FleetThread, devices_tsv
 
 REPO = Path(__file__).resolve().parent.parent
 INI = REPO / "server.ini.example"
@@ -29,21 +33,6 @@ def packet(device_id: int, seq: int, records: int = 30) -> bytes:
     body = b"".join(struct.pack("<HHH", seq, 20000 + i, 25000 + device_id)
                     for i in range(records))
     return struct.pack("<HHHBBB", len(body), 3600, 120, 6, device_id, 3) + body
-
-
-def send(port: int, data: bytes, timeout: float = 10.0) -> bool:
-    """Send as a device does, then wait for the gateway to close: True once it did.
-
-    The gateway closes a connection only after it has read it to EOF and appended the packet
-    to its raw log, so a True here is a packet the gateway read whole.
-    """
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.sendall(data)
-            s.shutdown(socket.SHUT_WR)
-            return s.recv(1) == b""
-    except OSError:
-        return False
 
 
 def measurement_count(db_path: Path) -> int:
@@ -105,6 +94,50 @@ def test_the_server_runs_the_gateways_and_stops_them(server_factory, tmp_path):
     # uWSGI stopped its gateway with it: the port is free again.
     assert wait_for(lambda: not send(port, packet(3, 2), timeout=1.0), timeout=10)
     assert "stopping daemon" in server.log_path.read_text()
+
+
+def test_make_run_with_a_1_s_interval_runs_both_gateways(tmp_path):
+    """`make run TCP_PORT=… PULL_DEVICES=…` with ahttpdc's 1 s interval: uWSGI's gateway
+    process takes weather-station packets and polls the NodeMCU every refresh, warned once."""
+    tcp_port = free_port()
+    with FleetThread([DeviceSpec("air-1")]) as fleet:
+        devices = tmp_path / "devices.tsv"
+        devices.write_text(devices_tsv(fleet.pull_devices(1.0)))
+        server = ServerProcess(tmp_path, INI, {"CO2UNIT_GATEWAY_HOST": "127.0.0.1"},
+                               ["--tcp-port", str(tcp_port), "--pull-devices", str(devices)])
+        with server:
+            assert wait_for(lambda: send(tcp_port, packet(1, 1))), server.log_path.read_text()
+            db_path = server.var_dir / "db.sqlite3"
+            assert wait_for(lambda: db_rows(db_path, "SELECT count(*) FROM measurements "
+                                            "WHERE family = 'tcp'") == [(90,)])
+            assert wait_for(lambda: len(fleet.devices["air-1"].arrivals_us) >= 6, timeout=30)
+        arrivals = list(fleet.devices["air-1"].arrivals_us)
+    log = server.log_path.read_text()
+    assert log.count("pull air-1: interval 1 s is below pull_refresh_seconds (1.3 s)") == 1
+    gaps = [(b - a) / 1e6 for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert all(1.25 < gap < 1.6 for gap in gaps), gaps
+    assert "gateways exited" not in log and "respawn" not in log
+
+
+def test_a_gateway_that_cannot_start_leaves_the_others_running(tmp_path, gateway_factory):
+    with FleetThread([DeviceSpec("air-1")]) as fleet, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        devices = tmp_path / "devices.tsv"
+        devices.write_text(devices_tsv(fleet.pull_devices(0.5)))
+        gateway = gateway_factory({"tcp_gateway_port": str(port),
+                                   "pull_devices_file": str(devices),
+                                   "pull_refresh_seconds": "0.2"})
+        why = "TCP gateway not started: [Errno 98] error while attempting to bind"
+        assert why in gateway.log_text()
+        started = time.monotonic()
+        assert wait_for(lambda: len(fleet.devices["air-1"].arrivals_us) >= 4)
+        assert time.monotonic() - started < 10
+        (problem,) = read_health(gateway.var_dir / "gateways-health.json")
+        assert problem[:2] == ("TCP gateway", "critical") and why in problem[2]
+        assert gateway.proc is not None and gateway.proc.poll() is None  # still running
+        assert gateway.stop() == 0
 
 
 @pytest.mark.parametrize("kill_after_packets", [5, 60])

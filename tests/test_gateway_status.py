@@ -131,6 +131,8 @@ def test_the_pull_devices_file_is_read_tolerantly(tmp_path):
     assert gateway_status.pull_intervals(path) == {"ok": 30.0, "lab-2": 5.0}
     assert gateway_status.pull_intervals(tmp_path / "missing.tsv") == {}
     assert gateway_status.pull_intervals(None) == {}
+    # A device is polled no sooner than pull_refresh_seconds, so judged by that.
+    assert gateway_status.pull_intervals(path, 10.0) == {"ok": 30.0, "lab-2": 10.0}
 
 
 def test_without_gateways_there_are_no_devices(tmp_path):

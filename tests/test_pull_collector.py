@@ -10,7 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from gateway_fixtures import packet, query, records, send, wait_for
 
+from co2unit_server.gateways.health import read_health
 from co2unit_server.gateways.pull_collector import backoff_us, next_poll_us
 from co2unit_server.gateways.pull_format import PullDevice
 from co2unit_server.launcher import GatewayProcess
@@ -218,16 +220,100 @@ def lines_of_dir(base: Path, device: str):
 
 # --- the devices file ------------------------------------------------------------------------
 
-def test_gateways_command_exits_2_on_a_bad_devices_file(tmp_path):
-    path = tmp_path / "devices.tsv"
-    path.write_text("lab-1\thttp://10.0.0.7/circumstances\t0.5\n")
-    env = GatewayProcess(tmp_path, {"pull_devices_file": str(path)}).environ()
-    done = subprocess.run([sys.executable, "-m", "co2unit_server", "gateways"], env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert (f"co2unit-server gateways: {path}:1: interval 0.5 s is below pull_refresh_seconds "
-            "(1.3 s)") in done.stderr
-    assert "Traceback" not in done.stderr
+def arrivals_since(fleet, name: str, since_us: int) -> list[int]:
+    return [a for a in fleet.devices[name].arrivals_us if a >= since_us]
+
+
+def log_count(gateway: GatewayProcess, text: str) -> int:
+    return gateway.log_text().count(text)
+
+
+def test_an_interval_under_the_refresh_is_polled_at_the_refresh_and_warned_once(
+        tmp_path, gateway_factory):
+    with FleetThread([DeviceSpec("fast-1"), DeviceSpec("fast-2"), DeviceSpec("slow")]) as fleet:
+        devices = fleet.pull_devices(1.0)  # ahttpdc's default interval
+        devices[2] = PullDevice("slow", devices[2].url, 3.0)
+        path = tmp_path / "devices.tsv"
+        path.write_text(devices_tsv(devices))
+        gateway = gateway_factory(settings={"pull_devices_file": str(path)})
+        started = now_us()
+        time.sleep(7.0)
+        # A reload of the same devices (a comment added) warns no more.
+        path.write_text(devices_tsv(devices) + "# edited\n")
+        time.sleep(3.0)
+        stopped = now_us()
+        assert gateway.stop() == 0
+    for name in ("fast-1", "fast-2"):
+        warning = (f"pull {name}: interval 1 s is below pull_refresh_seconds (1.3 s), the "
+                   "device's values would not have changed: polled every 1.3 s")
+        assert log_count(gateway, warning) == 1, gateway.log_text()[-3000:]
+        arrivals = [a for a in fleet.devices[name].arrivals_us if started <= a <= stopped]
+        gaps = [(b - a) / S for a, b in zip(arrivals, arrivals[1:], strict=False)]
+        # Every refresh interval (1.3 s, the emulator's clock), never at the file's 1 s.
+        assert len(gaps) >= 5 and all(1.25 < gap < 1.6 for gap in gaps), gaps
+    assert "pull slow:" not in gateway.log_text()  # 3 s: polled as written, no warning
+    assert len(lines_of_dir(tmp_path, "fast-1")) >= 6
+
+
+def test_a_devices_file_edited_bad_or_removed_keeps_the_last_good_devices_polled(
+        tmp_path, gateway_factory):
+    with FleetThread([DeviceSpec("first"), DeviceSpec("added")]) as fleet:
+        first, added = fleet.pull_devices(0.5)
+        path = tmp_path / "devices.tsv"
+        path.write_text(devices_tsv([first]))
+        gateway = gateway_factory(settings={"pull_devices_file": str(path),
+                                            "pull_refresh_seconds": "0.2"})
+        health = gateway.var_dir / "gateways-health.json"
+        assert wait_for(lambda: arrivals_since(fleet, "first", 0))
+
+        # A malformed line (spaces for tabs), beside the new device's good one.
+        path.write_text(devices_tsv([first, added]) + f"bad {first.url} 5\n")
+        error = f"{path}:4: expected name<TAB>URL<TAB>interval seconds, found 1 tab-separated"
+        assert wait_for(lambda: error in gateway.log_text()), gateway.log_text()[-2000:]
+        edited = now_us()
+        time.sleep(3.0)
+        assert len(arrivals_since(fleet, "first", edited)) >= 4  # the last good version's
+        assert fleet.devices["added"].arrivals_us == []  # the bad version is not taken
+        assert log_count(gateway, error) == 1  # once per change, not per check
+        assert error in read_health(health)[0][2]
+
+        path.write_text(devices_tsv([first, added]))  # fixed
+        assert wait_for(lambda: arrivals_since(fleet, "added", 0))
+        assert wait_for(lambda: read_health(health) == [])
+
+        path.unlink()
+        gone = f"pull_devices_file {path}: cannot read it"
+        assert wait_for(lambda: gone in gateway.log_text())
+        removed = now_us()
+        time.sleep(3.0)
+        for name in ("first", "added"):
+            assert len(arrivals_since(fleet, name, removed)) >= 4, name
+        assert log_count(gateway, gone) == 1
+        assert [(about, level) for about, level, _ in read_health(health)] == [
+            ("pull devices file", "warning")]
+        assert gateway.stop() == 0
+    assert not health.exists()  # no process, nothing to report
+
+
+def test_a_bad_devices_file_at_start_stops_no_gateway(tmp_path, gateway_factory):
+    """Standalone or under uWSGI, the process never exits on it: uWSGI would respawn it for
+    ever. The TCP gateway beside it runs; once the file is good its devices are polled."""
+    with FleetThread([DeviceSpec("lab-1")]) as fleet:
+        (device,) = fleet.pull_devices(0.5)
+        path = tmp_path / "devices.tsv"
+        path.write_text(devices_tsv([device]) + "lab-2\thttp://10.0.0.8/x\tsoon\n")
+        gateway = gateway_factory(settings={"pull_devices_file": str(path),
+                                            "pull_refresh_seconds": "0.2"}, tcp=True)
+        assert (f"{path}:3: interval 'soon' is not a number of seconds (still polling the 0 "
+                "device(s) of its last good version)") in gateway.log_text()
+        assert send(gateway.tcp_port, packet(records(100, 3)))
+        assert wait_for(lambda: query(gateway, "SELECT count(*) FROM measurements "
+                                      "WHERE family = 'tcp'") == [(9,)])
+        assert fleet.devices["lab-1"].arrivals_us == []
+        path.write_text(devices_tsv([device]))
+        assert wait_for(lambda: fleet.devices["lab-1"].arrivals_us)
+        assert gateway.stop() == 0
+    assert "Traceback" not in gateway.log_text()
 
 
 # --- the schedule ----------------------------------------------------------------------------
@@ -247,6 +333,11 @@ def test_next_poll_is_the_next_slot_and_skips_missed_ones():
     assert next_poll_us(device, slot, slot + 25 * S, 0, 1.3, 300) == device.slot_us(1003)
     # Ended 9.5 s into the interval: the next slot is sooner than refresh, so skipped.
     assert next_poll_us(device, slot, slot + 95 * S // 10, 0, 1.3, 300) == device.slot_us(1002)
+    # Polled at the refresh (its interval was shorter): as often as the refresh allows, not
+    # every other slot.
+    fast = PullDevice("f", "http://x/", 1.0).polled_every(1.3)
+    at = fast.slot_us(50)
+    assert next_poll_us(fast, at, at + S // 20, 0, 1.3, 300) == at + S // 20 + 13 * S // 10
 
 
 def test_backoff_doubles_from_the_interval_up_to_the_cap():

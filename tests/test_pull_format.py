@@ -4,6 +4,7 @@ every value by its sensor's name, unusable ones named."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from co2unit_server.config import ConfigError
 from co2unit_server.gateways.pull_format import (
     FAMILY,
     AnswerError,
+    DevicesFileWatch,
     PullDevice,
     interpret,
     parse_answer,
@@ -137,11 +139,21 @@ def test_interpret_partial_bad_and_failed():
 
 # --- the devices file ------------------------------------------------------------------------
 
+def test_an_interval_under_the_refresh_is_read_and_polled_at_the_refresh(tmp_path):
+    # ahttpdc polls every 1 s by default and the firmware answers any request: no error.
+    path = tmp_path / "devices.tsv"
+    path.write_text("fast\thttp://10.0.0.7/circumstances\t1\nslow\thttp://x/\t10\n")
+    fast, slow = read_devices_file(path)
+    assert fast == PullDevice("fast", "http://10.0.0.7/circumstances", 1.0)
+    assert fast.polled_every(1.3) == PullDevice("fast", "http://10.0.0.7/circumstances", 1.3)
+    assert slow.polled_every(1.3) is slow
+
+
 def test_devices_file_with_comments_and_blank_lines(tmp_path):
     path = tmp_path / "devices.tsv"
     path.write_text("# name\tURL\tinterval\n\nlab-1\thttp://10.0.0.7/circumstances\t10\n"
                     "  # a comment\nroof_2.b\thttps://air.example:8443/circumstances\t1.5\n")
-    assert read_devices_file(path, 1.3) == [
+    assert read_devices_file(path) == [
         PullDevice("lab-1", "http://10.0.0.7/circumstances", 10.0),
         PullDevice("roof_2.b", "https://air.example:8443/circumstances", 1.5)]
 
@@ -157,14 +169,13 @@ def test_devices_file_with_comments_and_blank_lines(tmp_path):
     ("lab-1\thttp://10.0.0.7/circumstances\tten", "not a number of seconds"),
     ("lab-1\thttp://10.0.0.7/circumstances\t0", "not a positive number"),
     ("lab-1\thttp://10.0.0.7/circumstances\tnan", "not a positive number"),
-    ("lab-1\thttp://10.0.0.7/circumstances\t1", "below pull_refresh_seconds (1.3 s)"),
     ("lab-2\thttp://10.0.0.8/circumstances\t10", "'lab-2' is already used on line 1"),
 ])
 def test_bad_devices_file_line_is_refused_with_file_line_and_why(tmp_path, line, why):
     path = tmp_path / "devices.tsv"
     path.write_text(f"lab-2\thttp://10.0.0.9/circumstances\t10\n{line}\n")
     with pytest.raises(ConfigError) as raised:
-        read_devices_file(path, 1.3)
+        read_devices_file(path)
     assert str(raised.value).startswith(f"{path}:2: ")
     assert why in str(raised.value)
 
@@ -189,3 +200,62 @@ def test_an_unreadable_devices_file_is_refused_or_logged(tmp_path, caplog):
     assert read_devices_file(missing, strict=False) == []
     assert [r.levelname for r in caplog.records] == ["WARNING"]
     assert f"pull_devices_file {missing}: cannot read it" in caplog.text
+
+
+# --- following the devices file while running ------------------------------------------------
+
+GOOD = "lab-1\thttp://10.0.0.7/circumstances\t10\n"
+
+
+def test_the_watch_reads_the_file_again_only_when_it_changes(tmp_path, caplog):
+    path = tmp_path / "devices.tsv"
+    path.write_text(GOOD)
+    watch = DevicesFileWatch(path)
+    assert watch.check() and watch.devices == read_devices_file(path)
+    assert not watch.check()  # unchanged: not parsed again
+    path.write_text(GOOD + "lab-2\thttp://10.0.0.8/circumstances\t5\n")
+    assert watch.check() and [d.name for d in watch.devices] == ["lab-1", "lab-2"]
+    path.write_text(GOOD + "lab-2\thttp://10.0.0.8/circumstances\t5\n# a comment\n")
+    assert not watch.check()  # parsed again, the same devices
+    assert watch.error is None and "ERROR" not in caplog.text
+
+
+def test_a_file_edited_bad_keeps_the_last_good_devices_and_logs_once(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "devices.tsv"
+    path.write_text(GOOD)
+    watch = DevicesFileWatch(path)
+    watch.check()
+    good = watch.devices
+    path.write_text(GOOD + "lab-2 http://10.0.0.8/circumstances 5\n")
+    for _ in range(3):
+        assert not watch.check()
+    assert watch.devices == good
+    assert watch.error is not None and watch.error.startswith(f"{path}:2: ")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"{watch.error} (still polling the 1 device(s) of its last good version)"]
+    path.write_text(GOOD + "lab-2\thttp://10.0.0.8/circumstances\t5\n")  # fixed
+    assert watch.check() and len(watch.devices) == 2 and watch.error is None
+    assert f"pull_devices_file {path} is good again" in caplog.text
+
+
+def test_a_removed_file_keeps_the_last_good_devices_until_it_is_back(tmp_path, caplog):
+    path = tmp_path / "devices.tsv"
+    path.write_text(GOOD)
+    watch = DevicesFileWatch(path)
+    watch.check()
+    path.unlink()
+    assert not watch.check() and not watch.check()
+    assert len(watch.devices) == 1 and "cannot read it" in (watch.error or "")
+    assert sum(r.levelname == "ERROR" for r in caplog.records) == 1
+    path.write_text("other\thttp://10.0.0.9/circumstances\t10\n")
+    assert watch.check() and [d.name for d in watch.devices] == ["other"]
+
+
+def test_a_file_bad_from_the_start_polls_nothing_until_it_is_good(tmp_path):
+    path = tmp_path / "devices.tsv"
+    path.write_text("lab-1\tnot-a-url\t10\n")
+    watch = DevicesFileWatch(path)
+    assert not watch.check() and watch.devices == [] and watch.error
+    path.write_text(GOOD)
+    assert watch.check() and len(watch.devices) == 1

@@ -8,6 +8,7 @@ import stat
 import pytest
 
 from co2unit_server.cli import main
+from co2unit_server.config import ConfigError
 from co2unit_server.gateways import ws_tokens
 from co2unit_server.users import parse_credentials
 
@@ -78,3 +79,24 @@ def test_the_add_device_command_needs_the_setting_and_a_good_id(tmp_path, monkey
     monkeypatch.setenv("CO2UNIT_WS_TOKENS_FILE", str(tmp_path / "tokens"))
     assert main(["add-device", "a/b"]) == 2
     assert capsys.readouterr().out == ""
+
+
+def test_the_tokens_file_check_names_file_and_line_of_a_line_no_device_can_use(tmp_path):
+    path = tmp_path / "ws_tokens"
+    ws_tokens.check_tokens_file(path)  # missing: add-device creates it
+    ws_tokens.add_device(path, "lab-1")
+    path.write_text("# devices\n\n" + path.read_text())
+    ws_tokens.check_tokens_file(path)
+    good = path.read_text()
+    for bad, why in [("lab-2 sha256$AAAA$BBBB", "device id 'lab-2 sha256$AAAA$BBBB'"),
+                     ("lab-2:sha256$AAAA", "2 '$'-separated part(s), not 3"),
+                     ("lab-2:scrypt$AAAA$BBBB", "scheme 'scrypt' is not sha256"),
+                     ("lab-2:sha256$!!$BBBB", "not base64")]:
+        path.write_text(good + bad + "\n")
+        with pytest.raises(ConfigError) as raised:
+            ws_tokens.check_tokens_file(path)
+        assert str(raised.value).startswith(f"{path}:4: not device:sha256$salt$hash")
+        assert why in str(raised.value)
+    path.write_bytes(b"lab-\xe9:x\n")
+    with pytest.raises(ConfigError, match="cannot read it"):
+        ws_tokens.check_tokens_file(path)

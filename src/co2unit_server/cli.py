@@ -30,16 +30,19 @@ def _serve(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         "tcp_gateway_port": args.tcp_port, "pull_devices_file": pull_devices,
         "ws_gateway_port": args.ws_port})
     try:
-        # Fail here, with a clear message, rather than in a uWSGI worker.
+        # Fail here, with a clear message, rather than in a uWSGI worker or in a gateway
+        # process that uWSGI would start again and again.
         config = load_config(env)
+        if config.gateways_enabled:
+            gateways.check_gateways(config, args.port or serve.ini_http_port(ini))
     except ConfigError as exc:
         print(f"co2unit-server serve: {exc}", file=sys.stderr)
         return 2
     env = serve.metrics_environ(env, config.metrics_dir)
     extra = dict(option.split("=", 1) for option in args.uwsgi_option)
-    gateways = [serve.gateway_daemon()] if config.gateways_enabled else []
+    daemons = [serve.gateway_daemon()] if config.gateways_enabled else []
     argv = serve.uwsgi_argv(ini, args.port, args.host, serve.system_somaxconn(), extra,
-                            gateways)
+                            daemons)
     print("co2unit-server serve:", " ".join(argv), file=sys.stderr)
     serve.exec_uwsgi(argv, env)
     return 0  # not reached

@@ -179,7 +179,8 @@ class Config:
     pull_refresh_seconds: float = _setting(
         1.3, _positive_float,
         "How often a polled device refreshes its values: the collector never polls a device "
-        "again sooner than this.")
+        "again sooner than this (a shorter interval in the devices file is polled at this, "
+        "with a warning).")
     pull_max_backoff_seconds: float = _setting(
         300.0, _positive_float,
         "Longest wait before polling a device again after failures (the wait doubles from its "
@@ -219,6 +220,11 @@ class Config:
     def control_socket(self) -> Path:
         """The gateway process's control socket (sessions, live status) for CLI and app."""
         return self.var_dir / "gateways.sock"
+
+    @property
+    def gateway_health_file(self) -> Path:
+        """The running gateway process's problems, for `check` (gateways/health.py)."""
+        return self.var_dir / "gateways-health.json"
 
     @property
     def metrics_dir(self) -> Path:

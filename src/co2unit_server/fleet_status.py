@@ -354,23 +354,30 @@ OK, WARNING, CRITICAL, UNKNOWN_EXIT = 0, 1, 2, 3
 _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN_EXIT: "UNKNOWN"}
 
 
-def check(rows: list[UnitRow], now: float, devices: Sequence[DeviceRow] = ()
-          ) -> tuple[int, list[str]]:
+def check(rows: list[UnitRow], now: float, devices: Sequence[DeviceRow] = (),
+          gateway_problems: Sequence[tuple[str, str, str]] = ()) -> tuple[int, list[str]]:
     """Exit status and lines for cron or Nagios: 0 all deployed units and watched gateway
-    devices alive, 1 late, 2 silent/never seen (gateway_status says which devices count)."""
+    devices alive, 1 late, 2 silent/never seen (gateway_status says which devices count).
+
+    `gateway_problems` are the running gateway process's (gateways/health.py): a gateway
+    that is not running is critical, the rest (a devices file in error) a warning."""
     deployed = [row for row in rows if row.deployed]
     watched = [row for row in devices if row.watched]
-    if not deployed and not watched:
+    if not deployed and not watched and not gateway_problems:
         return UNKNOWN_EXIT, ["FLEET UNKNOWN - no unit is deployed now (has the deployment "
                               "table been imported? `make` in database/)"]
     problems = [row for row in deployed if row.problem]
     device_problems = [row for row in watched if row.problem]
     worst = {row.status for row in [*problems, *device_problems]}
     code = CRITICAL if worst & {SILENT, NEVER_SEEN} else WARNING if worst else OK
+    for _, level, _ in gateway_problems:
+        code = max(code, CRITICAL if level == "critical" else WARNING)
     head = f"FLEET {_LABELS[code]} - {_counted(deployed, 'deployed units')}"
     if watched:
         head += f"; {_counted(watched, 'gateway devices')}"
-    return code, ([head] + [_problem_line(row, now) for row in problems]
+    return code, ([head] + [f"GATEWAY {level.upper()} {message}"
+                            for _, level, message in gateway_problems]
+                  + [_problem_line(row, now) for row in problems]
                   + [row.problem_line(now) for row in device_problems])
 
 
@@ -397,6 +404,7 @@ def run_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Print the fleet's state; exit 0 (alive), 1 (late), 2 (silent), 3 (cannot tell)."""
     # Here, not at the top: gateway_status builds on this module.
     from .gateway_status import fleet_devices
+    from .gateways.health import read_health
 
     now = time.time()
     try:
@@ -407,7 +415,7 @@ def run_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except (ConfigError, ResearchError, sqlite3.Error) as exc:
         print(f"FLEET UNKNOWN - cannot tell: {exc}")
         return UNKNOWN_EXIT
-    code, lines = check(rows, now, devices)
+    code, lines = check(rows, now, devices, read_health(config.gateway_health_file))
     print("\n".join(lines))
     sys.stdout.flush()
     return code

@@ -105,21 +105,23 @@ class DeviceDetail:
     receipts: list[Receipt]
 
 
-def pull_intervals(path: Path | None) -> dict[str, float]:
-    """Name -> interval of each device of the pull devices file, read tolerantly.
+def pull_intervals(path: Path | None, refresh_s: float = 0.0) -> dict[str, float]:
+    """Name -> interval each device of the pull devices file is polled at, read tolerantly.
 
-    The collector refuses a bad file outright; the pages show what they can.
+    The collector polls no device sooner than `refresh_s` (pull_refresh_seconds); it keeps
+    the last good version of a bad file, the pages show what they can of the current one.
     """
     if path is None:
         return {}
-    return {device.name: device.interval_s for device in read_devices_file(path, strict=False)}
+    return {device.name: device.polled_every(refresh_s).interval_s
+            for device in read_devices_file(path, strict=False)}
 
 
 def fleet_devices(conn: sqlite3.Connection, config: Config, now: float | None = None,
                   devices: list[str] | None = None) -> list[DeviceRow]:
     """A row per gateway device (or per device of `devices` that is known), problems first."""
     now = time.time() if now is None else now
-    listed = pull_intervals(config.pull_devices_file)
+    listed = pull_intervals(config.pull_devices_file, config.pull_refresh_seconds)
     families = receipt_devices(conn)
     for name in listed:
         families.setdefault(name, PULL)

@@ -39,6 +39,13 @@ def read_uwsgi_section(ini_path: Path) -> list[tuple[str, str]]:
     return options
 
 
+def ini_http_port(ini_path: Path) -> int | None:
+    """The port of the ini's `http` option (`:8080`, `127.0.0.1:8080`), None without one."""
+    http = dict(read_uwsgi_section(ini_path)).get("http", "")
+    port = http.rpartition(":")[2]
+    return int(port) if port.isdigit() else None
+
+
 def system_somaxconn(path: Path = SOMAXCONN_PATH) -> int | None:
     try:
         return int(path.read_text().strip())

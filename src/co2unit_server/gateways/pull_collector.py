@@ -5,7 +5,12 @@ fleet over the interval, the same on every start); a poll that overruns skips th
 missed. Every poll, answered or not, becomes one raw log line first (`remote_data/pull/<name>/`),
 made durable, then its values are stored. After a bad or failed poll the next one waits
 longer (doubling, up to pull_max_backoff_seconds); no device is polled again sooner than
-pull_refresh_seconds after its previous poll ended. One device's trouble never holds up another.
+pull_refresh_seconds after its previous poll ended, and a device whose interval is shorter is
+polled every pull_refresh_seconds (warned once). One device's trouble never holds up another.
+
+The devices file is read every RELOAD_CHECK_S: a new good version takes effect at once
+(devices added, removed, or changed restart; the others keep their schedule), a bad one or its
+removal is logged and the devices of the last good version are polled on (DevicesFileWatch).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import dataclasses
 import errno
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,10 +28,12 @@ import aiohttp
 from ..config import Config
 from ..measurement_store import MeasurementStore
 from ..rawlog import REFUSED, RawLine, open_family, ts_text
-from .pull_format import FAMILY, PullDevice, interpret
+from .pull_format import FAMILY, DevicesFileWatch, PullDevice, interpret
 
 log = logging.getLogger(__name__)
 
+# How often the devices file is read: an edit takes effect within this.
+RELOAD_CHECK_S = 1.0
 # The firmware's answer is under 1 KB; a device sending more is broken, not worth the memory.
 MAX_ANSWER_BYTES = 64 * 1024
 _US = 1_000_000
@@ -48,6 +56,10 @@ def next_poll_us(device: PullDevice, at_us: int, ended_us: int, failures: int,
     earliest = ended_us + round(refresh_s * _US)
     if failures:
         return max(at_us + backoff_us(device, failures, max_backoff_s), earliest)
+    if device.interval_s <= refresh_s:
+        # Polled as often as it refreshes: its next slot always comes sooner than the refresh
+        # after this poll's end, and the one after would halve its polls.
+        return earliest
     # Back on the schedule: the next slot after this poll's, skipping those already missed.
     return device.slot_us(max(device.slot_index(at_us + 1), device.slot_index(earliest)))
 
@@ -124,17 +136,26 @@ class _Clock:
 
 
 class PullCollector:
-    """Polls every device on its own schedule; raw log line first, then the stored values."""
+    """Polls every device on its own schedule; raw log line first, then the stored values.
+
+    `on_file_problem` hears why the devices file's current version is not used (None once it
+    is good again), for the gateway process's health.
+    """
 
     def __init__(self, config: Config, store: MeasurementStore,
-                 devices: list[PullDevice]) -> None:
+                 on_file_problem: Callable[[str | None], None] = lambda _: None) -> None:
+        assert config.pull_devices_file is not None
         self.config = config
         self.store = store
-        self.devices = devices
+        self.devices: dict[str, PullDevice] = {}  # as polled (polled_every), by name
         self.rawlog, self._commit = open_family(config, FAMILY)
+        self._file = DevicesFileWatch(config.pull_devices_file)
+        self._on_file_problem = on_file_problem
+        self._warned: set[PullDevice] = set()  # interval under refresh, already warned
         self._timeout = aiohttp.ClientTimeout(total=config.pull_timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._clock: _Clock | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
         self._recording: set[asyncio.Task] = set()
 
     def _open_session(self) -> aiohttp.ClientSession:
@@ -148,26 +169,60 @@ class PullCollector:
             headers={"User-Agent": "co2unit-server pull collector",
                      "Accept-Encoding": "identity"})
 
-    async def run(self) -> None:
-        """Poll every device until cancelled."""
+    async def start(self) -> None:
+        """Read the devices file and start polling its devices (none while it is bad)."""
         self._session = self._open_session()
-        clock = _Clock()
-        self._tasks = [asyncio.create_task(self._poll_forever(device, clock),
-                                           name=f"pull {device.name}")
-                       for device in self.devices]
-        try:
-            await asyncio.gather(*self._tasks)
-        finally:
-            await self._stop_tasks()
+        self._clock = _Clock()
+        await self._follow_file()
 
-    async def _stop_tasks(self) -> None:
-        for task in self._tasks:
+    async def run(self) -> None:
+        """Follow the devices file until cancelled (the polls run in tasks of their own)."""
+        try:
+            while True:
+                await asyncio.sleep(RELOAD_CHECK_S)
+                await self._follow_file()
+        finally:
+            await self._stop_tasks(list(self._tasks))
+
+    async def _follow_file(self) -> None:
+        changed = await asyncio.to_thread(self._file.check)  # the loop never waits on disk
+        self._on_file_problem(self._file.error)
+        if changed:
+            await self._apply({d.name: self._polled(d) for d in self._file.devices})
+
+    def _polled(self, device: PullDevice) -> PullDevice:
+        """The device as polled; an interval under refresh warned once (per interval)."""
+        refresh_s = self.config.pull_refresh_seconds
+        polled = device.polled_every(refresh_s)
+        if polled is not device and device not in self._warned:
+            self._warned.add(device)
+            log.warning("pull %s: interval %g s is below pull_refresh_seconds (%g s), the "
+                        "device's values would not have changed: polled every %g s",
+                        device.name, device.interval_s, refresh_s, refresh_s)
+        return polled
+
+    async def _apply(self, devices: dict[str, PullDevice]) -> None:
+        """Poll `devices` from now on: the unchanged keep their task and schedule."""
+        gone = [name for name, old in self.devices.items() if devices.get(name) != old]
+        await self._stop_tasks(gone)
+        added = [device for name, device in devices.items() if self.devices.get(name) != device]
+        assert self._clock is not None
+        for device in added:
+            self._tasks[device.name] = asyncio.create_task(
+                self._poll_forever(device, self._clock), name=f"pull {device.name}")
+        self.devices = devices
+        log.info("pull collector polling %d devices from %s (%d started, %d stopped)",
+                 len(devices), self.config.pull_devices_file, len(added), len(gone))
+
+    async def _stop_tasks(self, names: list[str]) -> None:
+        tasks = [self._tasks.pop(name) for name in names if name in self._tasks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
         """Stop polling, store what was received, close the session and the raw logs."""
-        await self._stop_tasks()
+        await self._stop_tasks(list(self._tasks))
         await asyncio.gather(*self._recording, return_exceptions=True)
         if self._session is not None:
             await self._session.close()

@@ -1,8 +1,9 @@
 """The pull family's formats (GATEWAYS.md §2): the devices file and the NodeMCU answers.
 
 The devices file (pull_devices_file) is a TSV of name, URL and interval seconds, `#` comments.
-The collector reads it strictly, the fleet pages tolerantly; this module has no aiohttp, so
-the pages and the simulator can read it without the collector's libraries.
+`co2unit-server serve` and the collector read it strictly (the collector again whenever it
+changes, DevicesFileWatch), the fleet pages tolerantly; this module has no aiohttp, so the pages
+and the simulator can read it without the collector's libraries.
 
 An answer `{"nodemcu": {"mq135": {"co2": "402.08", ...}, "bmp180": {...}, ...}}` gives
 `mq135.co2`, `bmp180.pressure`, ...: same-named values of different sensors stay apart, never
@@ -11,6 +12,7 @@ averaged. Values are strings with two decimals; `""` (booting), `nan`, `inf`, `o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -151,6 +153,15 @@ class PullDevice:
     def slot_us(self, index: int) -> int:
         return self.phase_us + index * self.interval_us
 
+    def polled_every(self, refresh_s: float) -> PullDevice:
+        """The device as polled: an interval under the device's refresh becomes the refresh.
+
+        The firmware answers with the values of its last sensor read, made every refresh
+        (pull_refresh_seconds), so polling it faster only repeats them."""
+        if self.interval_s >= refresh_s:
+            return self
+        return dataclasses.replace(self, interval_s=refresh_s)
+
     def lateness_s(self, at_us: int) -> float:
         """How long after its nearest slot `at_us` is (negative: before it)."""
         offset = (at_us - self.phase_us) % self.interval_us
@@ -159,7 +170,7 @@ class PullDevice:
         return offset / _US
 
 
-def _parse_device(line: str, min_interval_s: float) -> PullDevice:
+def _parse_device(line: str) -> PullDevice:
     fields = line.rstrip("\r\n").split("\t")
     if len(fields) != 3:
         raise ValueError(f"expected name<TAB>URL<TAB>interval seconds, found {len(fields)} "
@@ -177,17 +188,14 @@ def _parse_device(line: str, min_interval_s: float) -> PullDevice:
         raise ValueError(f"interval {interval!r} is not a number of seconds") from None
     if not (math.isfinite(interval_s) and interval_s > 0):
         raise ValueError(f"interval {interval!r} is not a positive number of seconds")
-    if interval_s < min_interval_s:
-        raise ValueError(f"interval {interval_s:g} s is below pull_refresh_seconds "
-                         f"({min_interval_s:g} s): the device's values would not have changed")
     return PullDevice(name, url, interval_s)
 
 
-def read_devices_file(path: Path, min_interval_s: float = 0.0,
-                      strict: bool = True) -> list[PullDevice]:
+def read_devices_file(path: Path, strict: bool = True) -> list[PullDevice]:
     """The devices of a TSV (name, URL, interval s; `#` comments).
 
-    Strict (the collector): ConfigError names file:line of the first bad or repeated line.
+    Strict (serve's check, the collector): ConfigError names file:line of the first bad or
+    repeated line. An interval under pull_refresh_seconds is no error (see polled_every).
     Tolerant (the pages, which show what they can): such a line is left out, and an
     unreadable file gives none, logged as a warning.
     """
@@ -205,7 +213,7 @@ def read_devices_file(path: Path, min_interval_s: float = 0.0,
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         try:
-            device = _parse_device(line, min_interval_s)
+            device = _parse_device(line)
             if device.name in lines_of:
                 raise ValueError(f"device name {device.name!r} is already used on line "
                                  f"{lines_of[device.name]}")
@@ -216,3 +224,45 @@ def read_devices_file(path: Path, min_interval_s: float = 0.0,
         lines_of[device.name] = number
         devices.append(device)
     return devices
+
+
+class DevicesFileWatch:
+    """The devices file as the collector follows it: parsed again whenever its bytes change.
+
+    The bytes, not the stat: two writes within one tick of the file system's clock can leave
+    mtime, size and inode alike, and the file is small. A version that cannot be used (a bad
+    line, the file removed or unreadable) is logged once, naming file:line, and `devices`
+    stays the last good version (none before the first).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.devices: list[PullDevice] = []
+        self.error: str | None = None  # why the file's current version is not used
+        self._seen: bytes | None = None
+        self._read_once = False
+
+    def _current(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None  # removed or unreadable: read_devices_file says why
+
+    def check(self) -> bool:
+        """Parse the file if it changed since the last check; True when `devices` changed."""
+        current = self._current()
+        if self._read_once and current == self._seen:
+            return False
+        self._seen, self._read_once = current, True
+        try:
+            devices = read_devices_file(self.path)
+        except ConfigError as exc:
+            self.error = str(exc)
+            log.error("%s (still polling the %d device(s) of its last good version)", exc,
+                      len(self.devices))
+            return False
+        if self.error is not None:
+            log.info("pull_devices_file %s is good again", self.path)
+        self.error = None
+        changed, self.devices = devices != self.devices, devices
+        return changed

@@ -43,14 +43,14 @@ from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
 
-from ..config import Config
+from ..config import Config, ConfigError
 from ..measurement_store import MeasurementStore, Receipt
 from ..rawlog import open_family, ts_text
 from . import ws_format, ws_seqs
 from .tcp_gateway import peer_text
 from .ws_format import Hello, MessageError, WsLine
 from .ws_seqs import RECENT_SEQS, SavedSeqs, stored_seqs
-from .ws_tokens import TokensFile
+from .ws_tokens import TokensFile, check_tokens_file
 
 log = logging.getLogger(__name__)
 
@@ -424,9 +424,8 @@ class WsGateway:
             log.info("seqs of %d device(s) saved at the last clean shutdown", len(self._saved))
         origins = self.config.ws_allowed_origins
         keepalive = self.config.ws_keepalive_seconds
-        if self.tokens is not None and self.tokens.read()[0] is None:
-            log.error("ws_tokens_file %s is missing: add devices with `co2unit-server "
-                      "add-device`", self.tokens.path)
+        if self.tokens is not None:
+            self._check_tokens(self.tokens)
         self._server = await serve(
             self._serve, self.config.gateway_host or None, self.config.ws_gateway_port,
             # None: clients without an Origin (devices); a browser always sends one, so a page
@@ -438,6 +437,17 @@ class WsGateway:
             reuse_address=True, create_connection=DeviceSocket)
 
     @staticmethod
+    def _check_tokens(tokens: TokensFile) -> None:
+        """Log what is wrong with the tokens file (serve refuses it with the same check)."""
+        try:
+            check_tokens_file(tokens.path)
+        except ConfigError as exc:
+            log.error("%s", exc)
+        if tokens.read()[0] is None:
+            log.error("ws_tokens_file %s is missing: add devices with `co2unit-server "
+                      "add-device`", tokens.path)
+
+    @staticmethod
     def _process_request(connection: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path != "/":
             return connection.respond(HTTPStatus.NOT_FOUND, "the WebSocket endpoint is /\n")
@@ -447,8 +457,14 @@ class WsGateway:
         """Stop accepting; let each connection acknowledge and store what it took, then close
         it with 1001 (bounded); make the raw logs durable."""
         self.closing = True
-        if self._server is None:
-            return
+        if self._server is not None:  # None: its start failed, there is only the logs
+            await self._stop_serving()
+        self.commit.close()
+        self.rawlog.close()
+        self._save_seqs()
+
+    async def _stop_serving(self) -> None:
+        assert self._server is not None
         self._server.server.close()  # the listening socket only: connections stay open
         finishing = [c.finish(1001, "going away") for c in list(self.connections)]
         if finishing:
@@ -462,9 +478,6 @@ class WsGateway:
         self._server.close()  # what is left (a connection still in its handshake: 503)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._server.wait_closed(), CLOSE_GRACE_S)
-        self.commit.close()
-        self.rawlog.close()
-        self._save_seqs()
 
     def _save_seqs(self) -> None:
         """Save every device's seqs with the log they hold for (the raw logs are closed): the

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..config import load_config, required_path
+from ..config import ConfigError, load_config, required_path
 from ..users import CredentialsFile, write_credential
 from .ws_format import NAME
 
@@ -43,16 +43,53 @@ def hash_token(token: str) -> str:
     return f"{SCHEME}${encode(salt).decode()}${encode(_digest(token, salt)).decode()}"
 
 
+def _salt_and_hash(stored: str) -> tuple[bytes, bytes]:
+    """The salt and hash of a stored `sha256$salt$hash`; ValueError when it is none."""
+    parts = stored.split("$")
+    if len(parts) != 3:
+        raise ValueError(f"{len(parts)} '$'-separated part(s), not 3")
+    scheme, salt, expected = parts
+    if scheme != SCHEME:
+        raise ValueError(f"scheme {scheme!r} is not {SCHEME}")
+    try:
+        return base64.b64decode(salt, validate=True), base64.b64decode(expected, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not base64: {exc}") from None
+
+
 def verify_token(token: str, stored: str) -> bool:
     """Whether `token` matches a stored hash (compared in constant time)."""
     try:
-        scheme, salt, expected = stored.split("$")
-        if scheme != SCHEME:
-            return False
-        digest = _digest(token, base64.b64decode(salt, validate=True))
-        return hmac.compare_digest(digest, base64.b64decode(expected, validate=True))
-    except (ValueError, binascii.Error):
+        salt, expected = _salt_and_hash(stored)
+    except ValueError:
         return False
+    return hmac.compare_digest(_digest(token, salt), expected)
+
+
+def check_tokens_file(path: Path) -> None:
+    """ConfigError, naming file:line, for a tokens file that cannot be read or has a line that
+    is no `device:sha256$salt$hash` (a device on it could never connect).
+
+    A missing file is no error: `add-device` creates it; until then every hello is refused.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"ws_tokens_file {path}: cannot read it: {exc}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        device, _, stored = entry.partition(":")
+        try:
+            if not NAME.fullmatch(device):
+                raise ValueError(f"device id {device!r} must be 1-64 of A-Z a-z 0-9 . _ -")
+            _salt_and_hash(stored)
+        except ValueError as exc:
+            raise ConfigError(f"{path}:{number}: not device:{SCHEME}$salt$hash as add-device "
+                              f"writes it: {exc}") from None
 
 
 class TokensFile(CredentialsFile):
