@@ -45,7 +45,6 @@ class FleetConfig:
     concurrency: int = 0              # units waking at once; 0 means all of them
     budget_s: float = BUDGET_S
     timeout: float = TIMEOUT_S
-    attempts: int = 3
     rotate_bytes: int = ROTATE_BYTES
     lose_state_rate: float = 0.0      # per unit and day: the saved sync state is lost
     swap_rate: float = 0.0            # per unit and day: a new SD card
@@ -87,7 +86,7 @@ class SimUnit:
         self.lost_states = 0
         self.synced = False
         self.unit = Unit(self._format_card(nickname_for(index)), cfg.host, cfg.port, self.rng,
-                         budget_s=cfg.budget_s, timeout=cfg.timeout, attempts=cfg.attempts)
+                         budget_s=cfg.budget_s, timeout=cfg.timeout)
 
     @property
     def card(self) -> SdCard:
@@ -144,8 +143,8 @@ class FleetResult:
     requests: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
-    retries: int = 0
     failures: int = 0
+    watchdog_resets: int = 0
     faults_injected: int = 0
     lost_states: int = 0
     swaps: int = 0
@@ -173,7 +172,7 @@ class FleetResult:
         self.requests += stats.requests
         self.bytes_sent += stats.bytes_sent
         self.bytes_received += stats.bytes_received
-        self.retries += stats.retries
+        self.watchdog_resets += stats.watchdog_resets
         self.failures += stats.failures
         self.updates += stats.updates
         self.budget_exhausted += stats.budget_exhausted
@@ -197,7 +196,7 @@ class FleetResult:
             f"{self.requests}  (then {drain.cycles} fault-free drain cycles, "
             f"{drain.requests} requests)",
             f"bytes sent {self.bytes_sent}  received {self.bytes_received}  "
-            f"retries {self.retries}  failed attempts {self.failures}  "
+            f"failed transmissions {self.failures}  watchdog resets {self.watchdog_resets}  "
             f"faults injected {self.faults_injected}",
             f"lost states {self.lost_states}  new SD cards {self.swaps}  updates {self.updates}  "
             f"out of budget {self.budget_exhausted}",
