@@ -109,15 +109,15 @@ class SimUnit:
         """Put a freshly formatted card in (the old one is kept for verification)."""
         self.unit.card = self._format_card(self.card.nickname)
 
-    def live_day(self, day: datetime) -> None:
-        """A day in the field: maybe a lost state or a new card, then measuring and logging."""
+    def live_day(self, day: datetime, since: datetime, wake: datetime) -> None:
+        """A day in the field up to the wake: maybe a lost state or a new card, then what it
+        measured since the last wake (so the wake pushes the night's readings too) and logged."""
         if self.rng.random() < self.cfg.swap_rate:
             self.swap_card()
         elif self.rng.random() < self.cfg.lose_state_rate:
             self.card.lose_state()
             self.lost_states += 1
-        self.card.measure(self.rng, day, day + timedelta(days=1), self.cfg.irregularities,
-                          self.writes_raw_values)
+        self.card.measure(self.rng, since, wake, self.cfg.irregularities, self.writes_raw_values)
         self.card.log_day(self.rng, day, self.cfg.irregularities)
 
     def cycle(self, now: datetime) -> CycleStats:
@@ -257,17 +257,22 @@ class Fleet:
         for sim in self.units:
             sim.unit.host, sim.unit.port = host, port
 
+    def _wake_time(self, day: int) -> datetime:
+        """The wake that ends simulated day `day` (the next morning's Communicate)."""
+        return self.cfg.start + timedelta(days=day + 1) + COMM_WAKE
+
     def _day(self, day: int) -> None:
         date = self.cfg.start + timedelta(days=day)
+        since = self._wake_time(day - 1) if day else self.cfg.start
         for sim in self.units:
             cards = len(sim.cards)
-            sim.live_day(date)
+            sim.live_day(date, since, self._wake_time(day))
             self.result.swaps += len(sim.cards) - cards
         for index, when, nickname in self.cfg.nickname_updates:
             if when == day and self.cfg.remote_data:
                 place_update(self.cfg.remote_data, self.units[index].hw_id,
                              f"update-{date:%Y-%m-%d}a", nickname)
-        self._wake(self.units, date + timedelta(days=1) + COMM_WAKE, self.result)
+        self._wake(self.units, self._wake_time(day), self.result)
 
     def _wake(self, units: list[SimUnit], now: datetime, result: FleetResult) -> None:
         """All `units` wake at once (up to `concurrency` at a time) and run their cycle."""
@@ -287,7 +292,7 @@ class Fleet:
 
     def _drain(self) -> None:
         """Wake the units that still have data to push, without faults, until all are done."""
-        now = self.cfg.start + timedelta(days=self.cfg.days + 1) + COMM_WAKE
+        now = self._wake_time(self.cfg.days)
         self.result.drain = FleetResult(units=self.cfg.units)
         for _ in range(DRAIN_ROUNDS):
             pending = [sim for sim in self.units if not sim.synced]
