@@ -6,6 +6,7 @@ import itertools
 import json
 import random
 import socket
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -289,3 +290,32 @@ def test_an_update_pulled_but_not_installed_is_installed_at_the_next_wake(tmp_pa
     assert len(pings) == 2 and pings[1].startswith(f"/ou/{HW_ID}/alive?site_code=varanger-42")
     assert card.read_json("var/updates-state.json") == {"installed": "updates/update-2026-01-03a"}
     assert unit.cycle(DAY + timedelta(days=1)).updates == 0
+
+
+def test_a_200_cut_short_by_a_clean_close_counts_as_delivered(tmp_path):
+    """urequests reads the status line, then headers up to the close: a 200 whose connection
+    closes inside its headers advances the unit's position before its JSON fails (as behind a
+    proxy whose upstream died after answering)."""
+    card = make_card(tmp_path / "card", days=1)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+
+        def answer() -> None:
+            for _ in range(3):  # ping, updates list, the first chunk
+                conn, _ = server.accept()
+                with conn:
+                    head = conn.recv(65536)
+                    conn.sendall(b"HTTP/1.0 404 NOT FOUND\r\n\r\n{}" if b" /ou/" in head
+                                 and b"/updates?" in head else b"HTTP/1.0 200 OK\r\nContent-Ty")
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        unit = Unit(card, "127.0.0.1", server.getsockname()[1], random.Random(1), timeout=5)
+        stats = unit.cycle(DAY)
+        thread.join(timeout=10)
+    first = card.files(ERRORS_DIR)[0]
+    assert (stats.requests, stats.failures) == (3, 1)
+    data = (card.root / ERRORS_DIR / first).read_bytes()
+    sent = data.rindex(b"\n----- ") + 1  # all of it but the failure's entry, logged after
+    assert card.load_state()["sync_states"][ERRORS_DIR]["ack_file"][:2] == [first, sent]

@@ -26,7 +26,18 @@ def test_a_status_line_without_reason_and_with_extra_blanks_is_taken():
     assert parse_reply(b"HTTP/1.0  416\r\n\r\n{}").status == 416
 
 
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"HTTP/1.0 200 OK\r\nContent-Type: appl", 200),  # a clean close inside the headers
+    (b"HTTP/1.0 200 OK\nContent-Length: 2\n\n{}", 200),  # bare LF: all of it is headers
+])
+def test_headers_end_at_the_close_and_the_body_is_then_empty(raw, status):
+    reply = parse_reply(raw)
+    assert (reply.status, reply.body) == (status, b"")
+
+
 @pytest.mark.parametrize("raw", [
+    b"",
+    b"HTTP/1.0\r\n",
     b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
     b"HTTP/1.0 302 FOUND\r\nLocation: /elsewhere\r\n\r\n",
     b"HTTP/1.0 308 PERMANENT REDIRECT\r\nLocation: /ou/x/alive/\r\n\r\n",
