@@ -36,7 +36,8 @@ def report(name: str, result: FleetResult, budget_s: float) -> None:
     print(f"   latency p50 {result.percentile(0.5) * 1000:.0f} ms, p99 "
           f"{result.percentile(0.99) * 1000:.0f} ms; longest unit cycle "
           f"{result.longest_cycle_s:.1f} s (budget {budget_s:.0f} s), out of budget "
-          f"{result.budget_exhausted}; failed attempts {result.failures}, faults injected "
+          f"{result.budget_exhausted}; failed transmissions {result.failures}, watchdog resets "
+          f"{result.watchdog_resets}, faults injected "
           f"{result.faults_injected}; drain cycles afterwards "
           f"{result.drain.cycles if result.drain else 0}")
     print(f"   verification: {'PASS' if result.passed else 'FAIL'}"

@@ -84,10 +84,48 @@ def test_the_error_log_of_a_day_mixes_date_formats(card):
     for day in range(10):
         card.log_day(random.Random(day), DAY + timedelta(days=day), irr)
     text = b"".join((card.root / ERRORS_DIR / n).read_bytes() for n in card.files(ERRORS_DIR))
-    assert re.search(rb"^----- \(2026, 1, \d+, \d+, \d+, \d+, \d, \d+\) INFO  ", text, re.M)
+    assert re.search(rb"^----- \(2026, 1, \d+, \d+, \d+, \d+, \d, \d+\) (WARN |EXC  ) ", text,
+                     re.M)
     assert re.search(rb"^----- 2026-01-\d\d \d\d:\d\d:\d\d WARN  ", text, re.M)
-    assert re.search(rb"^----- .* EXC   Uncaught exception\nTraceback \(most recent call last\):"
-                     rb"\n  File ", text, re.M)
+    assert re.search(rb"^----- .* EXC   Uncaught exception at top level\nTraceback \(most recent "
+                     rb"call last\):\n  File ", text, re.M)
+    # Only what a firmware writes: co2_ou_device logs no daily wake-up entry.
+    messages = {m for m in re.findall(rb"^----- .*? (?:INFO |WARN |EXC  ) (.*)$", text, re.M)}
+    assert messages == {b"Skipping comm due to backoff: 1/2",
+                        b"Had to run recovery procedure. Watchdog reset?",
+                        b"Uncaught exception at top level"}
+
+
+def test_none_and_glitches_fall_where_the_firmware_puts_them():
+    """co2unit_measure: a failed read is None on its own (never the flash count, read from
+    memory); the sensor's start-up glitches are in the first two of the 10 CO2 reads."""
+    irr = CLEAN.__class__(**{**CLEAN.__dict__, "none": 1, "glitch": 1})
+    rows = [line.rstrip(b"\n").split(b"\t") for line in lines_with(irr, 300)]
+    assert all(r[5] == b"1" for r in rows)
+    assert all(sum(v == b"None" for v in r) == 1 for r in rows)
+    glitched = [i for r in rows for i, v in enumerate(r) if v in (b"0", b"200010")]
+    assert set(glitched) == {6, 7}
+
+
+def test_readings_fall_on_the_half_hours_whatever_the_start(card):
+    wake = DAY + timedelta(hours=3, minutes=15)
+    assert card.measure(random.Random(4), wake, wake + timedelta(days=1), CLEAN) == 48
+    times = [line.split(b"\t")[3] for n in card.files(READINGS_DIR)
+             for line in (card.root / READINGS_DIR / n).read_bytes().splitlines()]
+    assert times[0].startswith(b"03:30:") and times[-1].startswith(b"03:00:")
+    assert all(t[3:5] in (b"00", b"30") and 5 <= int(t[6:]) <= 15 for t in times)
+
+
+def test_a_file_rolls_over_once_past_100_kib_by_less_than_a_line(tmp_path):
+    """seqfile.choose_append_file: append to the last file while it is under 100 KiB."""
+    card = SdCard(tmp_path / "card")
+    card.format(HW_ID, "varanger-03")
+    card.measure(random.Random(6), DAY, DAY + timedelta(days=30), CLEAN, raw=True)
+    first, *_ = card.files(READINGS_DIR)
+    data = (card.root / READINGS_DIR / first).read_bytes()
+    last_line = data[data.rindex(b"\n", 0, -1) + 1:]
+    assert len(data) - len(last_line) < 100 * 1024 <= len(data)
+    assert card.files(READINGS_DIR)[1] == "readings-0001.tsv"
 
 
 def test_sync_state_is_saved_and_can_be_lost(card):

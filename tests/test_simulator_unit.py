@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import socket
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from co2unit_server.launcher import free_port
+from co2unit_server.pinglog import ping_files
 from co2unit_server.simulator.fleet import place_update
 from co2unit_server.simulator.sdcard import (
     ERRORS_DIR,
     PUSH_DIRS,
     READINGS_DIR,
+    STATE_PATH,
     Irregularities,
     SdCard,
 )
-from co2unit_server.simulator.unit import FirmwareHazard, PushState, Unit
+from co2unit_server.simulator.unit import (
+    FirmwareHazard,
+    PushState,
+    Unit,
+    alive_path,
+    signal_quality,
+)
 from co2unit_server.simulator.verify import verify_dir
 
 HW_ID = "co2unit-30aea42a50bc"
@@ -168,3 +180,142 @@ def test_a_server_behind_the_unit_answers_416_and_gets_the_bytes_again(tmp_path,
     assert unit.cycle(DAY + timedelta(days=7)).synced
     assert 416 in statuses
     assert_server_has_card(uwsgi_server, card)
+
+
+def test_a_failed_request_ends_the_wake_without_a_retry(tmp_path):
+    """comm_sequence logs the error and goes on to NTP and sleep: no second try that day."""
+    card = make_card(tmp_path / "card", days=1)
+    port = free_port()  # nothing listens: the connection is refused
+    unit = Unit(card, "127.0.0.1", port, random.Random(1), timeout=5)
+    stats = unit.cycle(DAY)
+    assert (stats.requests, stats.failures, stats.synced) == (1, 1, False)
+    errors = (card.root / ERRORS_DIR / card.files(ERRORS_DIR)[-1]).read_text()
+    headline = [line for line in errors.splitlines() if line.startswith("----- ")][-1]
+    assert headline.endswith(f"EXC   Error transmitting to http://127.0.0.1:{port}")
+    assert (card.root / STATE_PATH).is_file()  # saved, as comm_sequence's finally does
+
+
+def test_a_silent_link_is_a_watchdog_reset_that_saves_nothing(tmp_path, uwsgi_server):
+    """No socket timeout on the unit: the watchdog resets it, the comm state of that wake is
+    never written, and the next boot's crash recovery is what the error log shows."""
+    card = make_card(tmp_path / "card", days=2)
+    unit, _, _ = make_unit(card, uwsgi_server)
+    assert unit.cycle(DAY).synced
+    add_days(card, 1, random.Random(3))
+    saved = (card.root / STATE_PATH).read_bytes()
+    with socket.socket() as silent:  # accepts nothing, answers nothing
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        stalled = Unit(card, "127.0.0.1", silent.getsockname()[1], random.Random(2), timeout=0.5)
+        stats = stalled.cycle(DAY + timedelta(days=3))
+    assert (stats.watchdog_resets, stats.failures, stats.synced) == (1, 0, False)
+    assert (card.root / STATE_PATH).read_bytes() == saved
+    log = (card.root / ERRORS_DIR / card.files(ERRORS_DIR)[-1]).read_text().splitlines()
+    assert "WARN  CRASH RECOVERY. Running recovery procedure (attempt 1). Watchdog reset?" \
+        in log[-2]
+    assert "INFO  Run log leading up to this..." in log[-1]
+    # The next wake resumes from the last saved position and catches up.
+    unit, _, _ = make_unit(card, uwsgi_server)
+    assert unit.cycle(DAY + timedelta(days=4)).synced
+    assert_server_has_card(uwsgi_server, card)
+
+
+def test_the_modem_s_signal_outcomes_and_the_ping_that_carries_them():
+    """pycom_util.lte_signal_quality: a dict whenever AT+CSQ answered, with None for what it
+    could not parse and rssi_dbm None for the modem's 99 ("not known"); no dict if it raised."""
+    draws = [signal_quality(random.Random(seed)) for seed in range(3000)]
+    assert None in draws
+    assert {"rssi_raw": None, "ber_raw": None, "rssi_dbm": None} in draws
+    assert {"rssi_raw": 99, "ber_raw": 99, "rssi_dbm": None} in draws
+    measured = [d for d in draws if d and d["rssi_raw"] not in (None, 99)]
+    assert {d["rssi_raw"] for d in measured} == set(range(32))
+    assert all(d["rssi_dbm"] == -113 + 2 * d["rssi_raw"] for d in measured)
+    ou_id = {"hw_id": HW_ID, "site_code": None}
+    assert alive_path(ou_id, None) == f"/ou/{HW_ID}/alive?site_code=None"
+    unknown = {"rssi_raw": 99, "ber_raw": 99, "rssi_dbm": None}
+    assert alive_path(ou_id, unknown) == (
+        f"/ou/{HW_ID}/alive?site_code=None&rssi_raw=99&rssi_dbm=None&ber_raw=99")
+
+
+@pytest.mark.parametrize("signal", [None, {"rssi_raw": None, "ber_raw": None, "rssi_dbm": None},
+                                    {"rssi_raw": 99, "ber_raw": 99, "rssi_dbm": None}])
+def test_the_server_records_every_ping_the_firmware_can_send(uwsgi_server, signal):
+    reply = uwsgi_server.request("POST", alive_path({"hw_id": HW_ID, "site_code": None}, signal))
+    assert reply.status == 200
+    fields = ping_files(uwsgi_server.var_dir / "pings")[-1].read_text().splitlines()[-1].split("\t")
+    assert fields[1:5] == [HW_ID, "None", str((signal or {}).get("rssi_raw")), "None"]
+
+
+def place_update_files(remote_data: Path, name: str, files: dict[str, bytes]) -> None:
+    for rel, content in files.items():
+        path = remote_data / HW_ID / "updates" / name / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+
+
+def test_a_half_fetched_update_is_completed_not_cut_short(tmp_path, uwsgi_server):
+    """pull_last_dir skips a file already in tmp/ and fetches the rest (fixed in 2020-02)."""
+    card = make_card(tmp_path / "card", days=1)
+    files = {"conf-patch/ou-id.json": json.dumps({"site_code": "varanger-77"}).encode(),
+             "flash/lib/extra.py": b"# new code\n" * 50}
+    place_update_files(uwsgi_server.remote_data, "update-2026-01-05a", files)
+    listed = uwsgi_server.request(
+        "GET", f"/ou/{HW_ID}/updates/update-2026-01-05a?recursive=True").json()
+    kept = card.root / "tmp" / "updates" / "update-2026-01-05a" / listed[0]
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(files[listed[0]])  # the wake before fetched the first file, then died
+    unit, calls, _ = make_unit(card, uwsgi_server)
+    stats = unit.cycle(DAY)
+    got = [p for m, p, _ in calls if "/updates/update-2026-01-05a/" in p]
+    assert got == [f"/ou/{HW_ID}/updates/update-2026-01-05a/{listed[1]}"]
+    for rel, content in files.items():
+        assert (card.root / "updates" / "update-2026-01-05a" / rel).read_bytes() == content
+    assert stats.updates == 1 and card.nickname == "varanger-77"
+
+
+def test_an_update_pulled_but_not_installed_is_installed_at_the_next_wake(tmp_path, uwsgi_server):
+    """CheckForUpdates installs the newest update-* dir on the card unless it is recorded as
+    installed, whether or not this wake pulled it; the unit then communicates again."""
+    card = make_card(tmp_path / "card", days=1)
+    update = card.root / "updates" / "update-2026-01-03a" / "conf-patch"
+    update.mkdir(parents=True)
+    (update / "ou-id.json").write_text(json.dumps({"site_code": "varanger-42"}))
+    place_update_files(uwsgi_server.remote_data, "update-2026-01-03a",
+                       {"conf-patch/ou-id.json": (update / "ou-id.json").read_bytes()})
+    unit, calls, _ = make_unit(card, uwsgi_server)
+    stats = unit.cycle(DAY)
+    assert stats.updates == 1 and stats.synced and card.nickname == "varanger-42"
+    assert not [p for m, p, _ in calls if "/updates/update-" in p]  # nothing fetched again
+    pings = [p for m, p, _ in calls if m == "POST"]
+    assert len(pings) == 2 and pings[1].startswith(f"/ou/{HW_ID}/alive?site_code=varanger-42")
+    assert card.read_json("var/updates-state.json") == {"installed": "updates/update-2026-01-03a"}
+    assert unit.cycle(DAY + timedelta(days=1)).updates == 0
+
+
+def test_a_200_cut_short_by_a_clean_close_counts_as_delivered(tmp_path):
+    """urequests reads the status line, then headers up to the close: a 200 whose connection
+    closes inside its headers advances the unit's position before its JSON fails (as behind a
+    proxy whose upstream died after answering)."""
+    card = make_card(tmp_path / "card", days=1)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+
+        def answer() -> None:
+            for _ in range(3):  # ping, updates list, the first chunk
+                conn, _ = server.accept()
+                with conn:
+                    head = conn.recv(65536)
+                    conn.sendall(b"HTTP/1.0 404 NOT FOUND\r\n\r\n{}" if b" /ou/" in head
+                                 and b"/updates?" in head else b"HTTP/1.0 200 OK\r\nContent-Ty")
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        unit = Unit(card, "127.0.0.1", server.getsockname()[1], random.Random(1), timeout=5)
+        stats = unit.cycle(DAY)
+        thread.join(timeout=10)
+    first = card.files(ERRORS_DIR)[0]
+    assert (stats.requests, stats.failures) == (3, 1)
+    data = (card.root / ERRORS_DIR / first).read_bytes()
+    sent = data.rindex(b"\n----- ") + 1  # all of it but the failure's entry, logged after
+    assert card.load_state()["sync_states"][ERRORS_DIR]["ack_file"][:2] == [first, sent]

@@ -39,11 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=BUDGET_S,
                    help="seconds a unit may spend on one cycle (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=TIMEOUT_S,
-                   help="a unit's socket timeout in seconds; stalls outlast it "
-                   "(default: %(default)s)")
-    p.add_argument("--attempts", type=int, default=3,
-                   help="transmissions per wake when one fails (the firmware makes 1; default: "
-                   "%(default)s)")
+                   help="seconds a unit waits on a silent link before its watchdog resets it "
+                   "(the firmware's: 120; stalls outlast it; default: %(default)s)")
     p.add_argument("--rotate-bytes", type=int, default=ROTATE_BYTES,
                    help="size at which a unit starts its next file (default: %(default)s)")
     p.add_argument("--lose-state", type=float, default=0.0, metavar="RATE",
@@ -76,7 +73,7 @@ def config_from_args(args: argparse.Namespace) -> FleetConfig:
         host=url.hostname or "127.0.0.1", port=url.port or 80, remote_data=args.remote_data,
         units=args.units, days=args.days, faults=args.faults, seed=args.seed, kbps=args.kbps,
         workdir=args.workdir, concurrency=args.concurrency, budget_s=args.budget,
-        timeout=args.timeout, attempts=args.attempts, rotate_bytes=args.rotate_bytes,
+        timeout=args.timeout, rotate_bytes=args.rotate_bytes,
         lose_state_rate=args.lose_state, swap_rate=args.new_card,
         irregularities=args.irregularities, drain=args.drain, raw_share=args.raw_share,
         nickname_updates=[parse_nickname_update(t) for t in args.nickname_update])

@@ -45,7 +45,6 @@ class FleetConfig:
     concurrency: int = 0              # units waking at once; 0 means all of them
     budget_s: float = BUDGET_S
     timeout: float = TIMEOUT_S
-    attempts: int = 3
     rotate_bytes: int = ROTATE_BYTES
     lose_state_rate: float = 0.0      # per unit and day: the saved sync state is lost
     swap_rate: float = 0.0            # per unit and day: a new SD card
@@ -87,7 +86,7 @@ class SimUnit:
         self.lost_states = 0
         self.synced = False
         self.unit = Unit(self._format_card(nickname_for(index)), cfg.host, cfg.port, self.rng,
-                         budget_s=cfg.budget_s, timeout=cfg.timeout, attempts=cfg.attempts)
+                         budget_s=cfg.budget_s, timeout=cfg.timeout)
 
     @property
     def card(self) -> SdCard:
@@ -110,15 +109,15 @@ class SimUnit:
         """Put a freshly formatted card in (the old one is kept for verification)."""
         self.unit.card = self._format_card(self.card.nickname)
 
-    def live_day(self, day: datetime) -> None:
-        """A day in the field: maybe a lost state or a new card, then measuring and logging."""
+    def live_day(self, day: datetime, since: datetime, wake: datetime) -> None:
+        """A day in the field up to the wake: maybe a lost state or a new card, then what it
+        measured since the last wake (so the wake pushes the night's readings too) and logged."""
         if self.rng.random() < self.cfg.swap_rate:
             self.swap_card()
         elif self.rng.random() < self.cfg.lose_state_rate:
             self.card.lose_state()
             self.lost_states += 1
-        self.card.measure(self.rng, day, day + timedelta(days=1), self.cfg.irregularities,
-                          self.writes_raw_values)
+        self.card.measure(self.rng, since, wake, self.cfg.irregularities, self.writes_raw_values)
         self.card.log_day(self.rng, day, self.cfg.irregularities)
 
     def cycle(self, now: datetime) -> CycleStats:
@@ -144,8 +143,8 @@ class FleetResult:
     requests: int = 0
     bytes_sent: int = 0
     bytes_received: int = 0
-    retries: int = 0
     failures: int = 0
+    watchdog_resets: int = 0
     faults_injected: int = 0
     lost_states: int = 0
     swaps: int = 0
@@ -173,7 +172,7 @@ class FleetResult:
         self.requests += stats.requests
         self.bytes_sent += stats.bytes_sent
         self.bytes_received += stats.bytes_received
-        self.retries += stats.retries
+        self.watchdog_resets += stats.watchdog_resets
         self.failures += stats.failures
         self.updates += stats.updates
         self.budget_exhausted += stats.budget_exhausted
@@ -197,7 +196,7 @@ class FleetResult:
             f"{self.requests}  (then {drain.cycles} fault-free drain cycles, "
             f"{drain.requests} requests)",
             f"bytes sent {self.bytes_sent}  received {self.bytes_received}  "
-            f"retries {self.retries}  failed attempts {self.failures}  "
+            f"failed transmissions {self.failures}  watchdog resets {self.watchdog_resets}  "
             f"faults injected {self.faults_injected}",
             f"lost states {self.lost_states}  new SD cards {self.swaps}  updates {self.updates}  "
             f"out of budget {self.budget_exhausted}",
@@ -258,17 +257,22 @@ class Fleet:
         for sim in self.units:
             sim.unit.host, sim.unit.port = host, port
 
+    def _wake_time(self, day: int) -> datetime:
+        """The wake that ends simulated day `day` (the next morning's Communicate)."""
+        return self.cfg.start + timedelta(days=day + 1) + COMM_WAKE
+
     def _day(self, day: int) -> None:
         date = self.cfg.start + timedelta(days=day)
+        since = self._wake_time(day - 1) if day else self.cfg.start
         for sim in self.units:
             cards = len(sim.cards)
-            sim.live_day(date)
+            sim.live_day(date, since, self._wake_time(day))
             self.result.swaps += len(sim.cards) - cards
         for index, when, nickname in self.cfg.nickname_updates:
             if when == day and self.cfg.remote_data:
                 place_update(self.cfg.remote_data, self.units[index].hw_id,
                              f"update-{date:%Y-%m-%d}a", nickname)
-        self._wake(self.units, date + timedelta(days=1) + COMM_WAKE, self.result)
+        self._wake(self.units, self._wake_time(day), self.result)
 
     def _wake(self, units: list[SimUnit], now: datetime, result: FleetResult) -> None:
         """All `units` wake at once (up to `concurrency` at a time) and run their cycle."""
@@ -288,7 +292,7 @@ class Fleet:
 
     def _drain(self) -> None:
         """Wake the units that still have data to push, without faults, until all are done."""
-        now = self.cfg.start + timedelta(days=self.cfg.days + 1) + COMM_WAKE
+        now = self._wake_time(self.cfg.days)
         self.result.drain = FleetResult(units=self.cfg.units)
         for _ in range(DRAIN_ROUNDS):
             pending = [sim for sim in self.units if not sim.synced]

@@ -2,7 +2,11 @@
 
 Layout as on a real card: `data/readings/readings-NNNN.tsv`, `errors/errors-NNNN.txt`,
 `updates/`, `conf/ou-id.json`, `var/ou-comm-state.json`. Pushed files are append-only and
-rotate at ~100 KB, like the firmware's seqfile; a line is always appended whole.
+rotate like the firmware's seqfile: a line goes to the last file while it is under 100 KiB, so
+a file ends at most one line past it; a line is always appended whole. As co2_ou_device's
+co2unit_measure: a reading every 30 minutes (at :00 and :30, a few seconds in), the temperature
+and each of the 10 CO2 reads `None` on its own when it failed, the first two reads the ones
+that glitch, the 5 raw values all present or all `None`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ STATE_PATH = "var/ou-comm-state.json"
 ROTATE_BYTES = 100 * 1024
 READING_INTERVAL = timedelta(minutes=30)
 LOST_CLOCK = datetime(1970, 1, 1)
-COMM_WAKE = timedelta(hours=3, minutes=10)  # the units' daily communication time
+COMM_WAKE = timedelta(hours=3, minutes=15)  # the current firmware's daily Communicate task
 
 _SEQ_NAMES = {READINGS_DIR: ("readings", "tsv"), ERRORS_DIR: ("errors", "txt")}
 
@@ -33,14 +37,14 @@ _SEQ_NAMES = {READINGS_DIR: ("readings", "tsv"), ERRORS_DIR: ("errors", "txt")}
 class Irregularities:
     """Per-line (readings) or per-day (errors) probabilities of what real cards contain."""
 
-    glitch: float = 0.01         # sensor start-up value 0 or 200010 ppm in a reading
-    none: float = 0.005          # `None` for a missing value
+    glitch: float = 0.01         # sensor start-up value 0 or 200010 ppm in a first two reads
+    none: float = 0.005          # `None` for a failed read (temperature or one CO2 read)
     lost_clock: float = 0.003    # clock lost: dated 1970-01-01
     nonprinting: float = 0.001   # SD corruption: non-printing bytes in a line
     temp85: float = 0.002        # the sensor's 85.0 fault temperature
     test_lines: float = 0.2      # a new card starts with old test lines (per card)
-    warning: float = 0.1         # a WARN entry on a day
-    exception: float = 0.05      # an EXC entry with a traceback on a day
+    warning: float = 0.1         # a WARN entry on a day (recovery, backoff)
+    exception: float = 0.05      # an uncaught exception (EXC, traceback) on a day
     tuple_date: float = 0.5      # an entry dated the old firmware's way (time tuple)
 
     @classmethod
@@ -101,10 +105,11 @@ def reading_line(rng: random.Random, hw_id: str, nickname: str | None, ts: datet
     base = rng.randint(400, 900)
     co2: list[Any] = [base + rng.randint(-30, 30) for _ in range(10)]
     if rng.random() < irr.glitch:
-        co2[0] = rng.choice([0, 200010])
+        co2[rng.randrange(2)] = rng.choice([0, 200010])
     values: list[Any] = [temp, flashes, *co2]
     if rng.random() < irr.none:
-        values[rng.randrange(len(values))] = None
+        # The flash count comes from memory, never from a sensor: it is never None.
+        values[rng.choice([0, *range(2, len(values))])] = None
     if raw:
         values += raw_values(rng, base, irr)
     text = "\t".join([hw_id, str(nickname), ts.strftime("%Y-%m-%d"), ts.strftime("%H:%M:%S"),
@@ -193,9 +198,9 @@ class SdCard:
 
     def measure(self, rng: random.Random, start: datetime, end: datetime,
                 irr: Irregularities, raw: bool = False) -> int:
-        """Append a reading every 30 minutes in [start, end) (21 fields with `raw`); returns how
-        many."""
-        ts, count = start, 0
+        """Append the readings of the half hours in [start, end) (21 fields with `raw`); returns
+        how many."""
+        ts, count = start + (datetime.min - start) % READING_INTERVAL, 0
         if not self.files(READINGS_DIR) and rng.random() < irr.test_lines:
             self.append(READINGS_DIR, b"test\t1\t2\t3\n" * rng.randint(1, 3))
         while ts < end:
@@ -213,12 +218,16 @@ class SdCard:
             # Between this day's wake-up for communication and the next: the log stays in order.
             return day + COMM_WAKE + timedelta(seconds=rng.randint(60, 86340))
 
-        entries = [(when(), "INFO", "Woke up: power on reset", None)]
+        # What the firmwares log besides their communication (which the unit logs itself).
+        entries = []
         if rng.random() < irr.warning:
-            entries.append((when(), "WARN", "Skipping comm due to backoff: 1/2", None))
+            entries.append((when(), "WARN", rng.choice([
+                "Skipping comm due to backoff: 1/2",
+                "Had to run recovery procedure. Watchdog reset?"]), None))
         if rng.random() < irr.exception:
-            error = rng.choice(["OSError: [Errno 110] ETIMEDOUT", "MemoryError:",
+            error = rng.choice(["OSError: [Errno 110] ETIMEDOUT", "MemoryError: ",
                                 "OSError: sensor not responding"])
-            entries.append((when(), "EXC", "Uncaught exception", traceback_lines(rng, error)))
+            entries.append((when(), "EXC", "Uncaught exception at top level",
+                            traceback_lines(rng, error)))
         for ts, level, message, tb in sorted(entries, key=lambda e: e[0]):
             self.log(error_entry(ts, level, message, tb, rng.random() < irr.tuple_date))
