@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-import pytest
 from gateway_fixtures import EXAMPLE, S, packet, query, records, wait_for
 
 from co2unit_server.gateways import tcp_format
 from co2unit_server.launcher import GatewayProcess
 from co2unit_server.rawlog import RawLine, log_files, read_lines_of, ts_text, ts_us
+from co2unit_server.simulator import tcp_devices
 
 
 def connect(gateway: GatewayProcess) -> socket.socket:
@@ -361,18 +361,20 @@ def test_many_concurrent_connections_are_all_stored(gateway_factory):
         [(len(packets),)]
 
 
-@pytest.mark.parametrize(("wake", "every"), [("3600", "120"), ("600", "60")],
-                         ids=["stock-full-buffer-resends", "short-wakes-whole-resends"])
-def test_simulate_tcp_passes(tmp_path, wake, every):
+def test_simulate_tcp_passes(tmp_path):
+    """Stations as the firmware makes them, in real time (a wake every 11.8 s): every fault,
+    constant readings and full buffers; every record delivered whole stored once, on time."""
     done = subprocess.run(
-        [sys.executable, "-m", "co2unit_server", "simulate-tcp", "--devices", "4",
-         "--packets", "8", "--faults", "0.4", "--period", "0.3", "--seed", "1",
-         "--wake", wake, "--every", every, "--workdir", str(tmp_path / "sim")],
-        capture_output=True, text=True, timeout=180)
+        [sys.executable, "-m", "co2unit_server", "simulate-tcp", "--devices", "5",
+         "--packets", "4", "--faults", "0.6", "--seed", "5", "--workdir", str(tmp_path / "sim")],
+        capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert done.stdout.rstrip().endswith("PASS")
-    # Every kind of fault happened, and resends were recognised.
-    assert re.search(r"short-write [1-9].*reported-short [1-9].*pieces [1-9]", done.stdout)
-    assert re.search(r"outages [1-9]", done.stdout)
-    assert re.search(r"resent records recognised [1-9]", done.stdout)
+    assert re.search(r"failed [1-9], steady [1-9], varying [1-9]", done.stdout)
+    for kind in ("normal", *tcp_devices.FAULTS):
+        assert re.search(rf"{kind} [1-9]", done.stdout), kind
+    assert re.search(r"shifted out [1-9]", done.stdout)
+    assert re.search(r"resent records recognised [1-9]\d* \(full-buffer resends [1-9]",
+                     done.stdout)
+    assert re.search(r"equal packets stored [1-9]", done.stdout)
     assert (tmp_path / "sim" / "remote_data" / "tcp").is_dir()
