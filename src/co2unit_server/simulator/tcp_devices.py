@@ -284,18 +284,12 @@ async def run_station(cfg: SimConfig, station: Station, plan: list[str], start: 
         at += await wake(cfg, station, kind)  # the ATtiny sleeps again once it stops waiting
 
 
-def wake_period_s(cfg: SimConfig) -> float:
-    """The stations' time from one wake to the next (the ESP8266's seconds not counted)."""
-    return math.ceil(cfg.wake_s / cfg.every_s) * (
-        cfg.every_s * tcp_format.WATCHDOG_SECOND_S + tcp_format.MEASURE_S)
-
-
-async def run_noise(cfg: SimConfig, rng: random.Random, count: int,
-                    start: float) -> list[tuple[str, bytes]]:
+async def run_noise(cfg: SimConfig, rng: random.Random, count: int, start: float,
+                    duration: float) -> list[tuple[str, bytes]]:
     """Stray packets spread over the run."""
     loop = asyncio.get_running_loop()
     sent = []
-    for when in sorted(rng.uniform(0, cfg.packets * wake_period_s(cfg)) for _ in range(count)):
+    for when in sorted(rng.uniform(0, duration) for _ in range(count)):
         await asyncio.sleep(max(0.0, start + when - loop.time()))
         kind = rng.choice(NOISE)
         payload = noise_packet(rng, kind)
@@ -326,7 +320,8 @@ async def simulate(cfg: SimConfig, stations: list[Station]) -> list[tuple[str, b
     tasks = [run_station(cfg, s, station_plan(cfg, s), start + rng.uniform(0, 1))
              for s in stations]
     noise_count = round(cfg.faults * cfg.packets * len(stations))
-    *_, noise = await asyncio.gather(*tasks, run_noise(cfg, rng, noise_count, start))
+    duration = cfg.packets * stations[0].per_wake * stations[0].interval_s
+    *_, noise = await asyncio.gather(*tasks, run_noise(cfg, rng, noise_count, start, duration))
     return noise
 
 
