@@ -23,6 +23,7 @@ from co2unit_server.toolchain import build
 from co2unit_server.toolchain.importer import Sources, run_import, sources
 from co2unit_server.toolchain.importer.measurements import (
     REGISTRY_STATE,
+    RULES_STATE,
     UNREADABLE,
     carried_history,
     history_carry,
@@ -292,6 +293,21 @@ def test_a_record_format_for_an_unknown_device_id_parses_its_kept_packets(tree, 
     assert conn.execute("SELECT value FROM toolchain_state WHERE name = ?",
                         (REGISTRY_STATE,)).fetchone() == (",".join(BOTH_TYPES),)
     assert run(tree, conn, BOTH_TYPES).files_read == 0
+
+
+def test_new_tcp_rules_read_the_tcp_logs_again_once(tree, conn):
+    run(tree, conn)
+    # A database whose TCP logs were read by earlier rules, which stored none of a packet
+    # (as the rules before 2 did with a packet equal to the previous one).
+    conn.execute("DELETE FROM measurements WHERE source = 'tcp/esp8266-1/0001.log:1'")
+    conn.execute("UPDATE toolchain_state SET value = '1' WHERE name = ?", (RULES_STATE,))
+    report = run(tree, conn)
+    assert report.files_read == 3  # the TCP logs, unchanged on disk
+    assert close([r for r in measurements(conn) if r[1] == "tcp"],
+                 sorted(EXPECTED_TCP, key=_order))
+    assert conn.execute("SELECT value FROM toolchain_state WHERE name = ?",
+                        (RULES_STATE,)).fetchone() == (tcp_format.RULES,)
+    assert run(tree, conn).files_read == 0
 
 
 def test_a_replaced_log_is_read_again_with_the_files_after_it(tree, conn):

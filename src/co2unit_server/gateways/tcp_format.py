@@ -23,6 +23,9 @@ HEADER = struct.Struct("<HHHBBB")
 # oldest is shifted out, so a packet this full may have lost its oldest records.
 DEVICE_BUFFER_BYTES = 350
 UNIDENTIFIED = "esp8266-unidentified"  # packets too short to carry a device ID
+# The rules a packet is read by; a new value makes the importer read the TCP raw logs again
+# once (2: a resend decided from the firmware's counts and time, not from equal bytes).
+RULES = "2"
 
 
 class PacketError(ValueError):
