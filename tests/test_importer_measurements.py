@@ -23,6 +23,7 @@ from co2unit_server.toolchain import build
 from co2unit_server.toolchain.importer import Sources, run_import, sources
 from co2unit_server.toolchain.importer.measurements import (
     REGISTRY_STATE,
+    RULES_STATE,
     UNREADABLE,
     carried_history,
     history_carry,
@@ -65,10 +66,12 @@ PARTIAL = {"nodemcu": {"mq135": {"co2": "410.00"}, "bmp180": {"pressure": "1006.
 
 # (device, file, lines): each device's logs, in order. The TCP device's resend and its third
 # packet go to 0001.log: its history carries across the rotation.
-TCP_0000 = [tcp_line(T0, packet(1, [R1, R2])),
+# Device 1 measures every 1800 s and wakes every 3600 s: 2 records a wake, so its packet at T2
+# (one wake after T1) with 5 records carries T1's 3 again.
+TCP_0000 = [tcp_line(T0, packet(1, [R1, R2], every=1800)),
             tcp_line("2026-11-01T00:00:10.000000", packet(1, [R3])[:12], "timeout"),  # bad
-            tcp_line(T1, packet(1, [R3, R4, R5]))]
-TCP_0001 = [tcp_line(T2, packet(1, [R3, R4, R5, R6, R7]))]  # resend: R3-R5 again, then new
+            tcp_line(T1, packet(1, [R3, R4, R5], every=1800))]
+TCP_0001 = [tcp_line(T2, packet(1, [R3, R4, R5, R6, R7], every=1800))]  # resend, then new
 UNKNOWN_0000 = [tcp_line(T0, packet(7, [R1])), tcp_line(T1, packet(7, [R2]))]
 PULL_0000 = [pull_line(T0, "200", json.dumps(ANSWER).encode()),
              pull_line("2026-11-01T00:01:00.000000", "200", json.dumps(PARTIAL).encode(),
@@ -108,8 +111,8 @@ def tcp_values(ts: str, record: tuple[int, int, int], source: str) -> list[tuple
 # 3600 s after packet 1 (the bad one in between does not count): 3 records 1200 s apart.
 # Packet 4 repeats packet 3's records, then 2 new ones spread over the 3600 s since.
 EXPECTED_TCP = sorted(
-    tcp_values("2026-10-31T23:56:00.000000", R1, "tcp/esp8266-1/0000.log:1")
-    + tcp_values("2026-10-31T23:58:00.000000", R2, "tcp/esp8266-1/0000.log:1")
+    tcp_values("2026-10-31T23:00:00.000000", R1, "tcp/esp8266-1/0000.log:1")
+    + tcp_values("2026-10-31T23:30:00.000000", R2, "tcp/esp8266-1/0000.log:1")
     + tcp_values("2026-11-01T00:00:00.000000", R3, "tcp/esp8266-1/0000.log:3")
     + tcp_values("2026-11-01T00:20:00.000000", R4, "tcp/esp8266-1/0000.log:3")
     + tcp_values("2026-11-01T00:40:00.000000", R5, "tcp/esp8266-1/0000.log:3")
@@ -301,6 +304,21 @@ def test_a_registry_change_parses_the_kept_packets_of_a_log_that_grew_since(tree
         (UNKNOWN_DEV,))] == [f"tcp/esp8266-7/0000.log:{n}" for n in (1, 2, 3)]
     assert report.files_read == 3
     assert run(tree, conn, BOTH_TYPES).files_read == 0
+
+
+def test_new_tcp_rules_read_the_tcp_logs_again_once(tree, conn):
+    run(tree, conn)
+    # A database whose TCP logs were read by earlier rules, which stored none of a packet
+    # (as the rules before 2 did with a packet equal to the previous one).
+    conn.execute("DELETE FROM measurements WHERE source = 'tcp/esp8266-1/0001.log:1'")
+    conn.execute("UPDATE toolchain_state SET value = '1' WHERE name = ?", (RULES_STATE,))
+    report = run(tree, conn)
+    assert report.files_read == 3  # the TCP logs, unchanged on disk
+    assert close([r for r in measurements(conn) if r[1] == "tcp"],
+                 sorted(EXPECTED_TCP, key=_order))
+    assert conn.execute("SELECT value FROM toolchain_state WHERE name = ?",
+                        (RULES_STATE,)).fetchone() == (tcp_format.RULES,)
+    assert run(tree, conn).files_read == 0
 
 
 def test_a_replaced_log_is_read_again_with_the_files_after_it(tree, conn):

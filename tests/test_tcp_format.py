@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 
 import pytest
 from gateway_fixtures import EXAMPLE, S, packet, records
@@ -81,45 +82,108 @@ def test_an_unregistered_device_id_is_valid_but_unknown():
     assert len(decoded.history.records) == 2  # its history goes on all the same
 
 
-def test_a_whole_resent_packet_leads_the_next_one():
+# The stock station: 30 records a wake, one wake every 30 * (120 * 1.024 + 0.16) s.
+PER_WAKE = 30
+WAKE = 3_691_200_000  # microseconds
+NIGHT = struct.pack("<HHH", 0, 0xFFFC, 0xFFFC)  # dark, and the SI7021 failed: 0xFFFC codes
+
+
+def test_the_wake_period_is_the_attinys():
+    header = check(packet(records(1, 30)), REGISTRY)
+    assert tcp_format.records_per_wake(header) == 30
+    assert tcp_format.wake_period_us(header) == 3_691_200_000
+    # It wakes the ESP8266 once its count of slept seconds reaches expectedWakeupTime.
+    odd = check(packet(records(1, 1), wake=100, every=30), REGISTRY)
+    assert tcp_format.records_per_wake(odd) == 4
+
+
+@pytest.mark.parametrize(("since", "wakes"), [
+    (0, 0), (WAKE // 2 - 1, 0), (WAKE // 2, 1), (WAKE + 5 * S, 1), (3 * WAKE // 2, 2),
+    (2 * WAKE, 2), (-1, None)])
+def test_wakes_since_rounds_the_time_in_wake_periods(since, wakes):
+    header = check(packet(records(1, 30)), REGISTRY)
+    assert tcp_format.wakes_since(header, T, History(T - since, ())) == wakes
+    assert tcp_format.wakes_since(header, T, None) is None
+
+
+def test_a_resend_is_the_previous_packet_and_the_records_of_the_wakes_since():
     previous = records(1, 3)
-    assert repeated_records(previous, previous + records(4, 2), full=False) == 3
-    assert repeated_records(previous, previous, full=False) == 3
+    assert repeated_records(previous, previous + records(4, 30), PER_WAKE, 1, False) == 3
+    # After a lost `A` and an outage of one more wake.
+    assert repeated_records(previous, previous + records(4, 60), PER_WAKE, 2, False) == 3
+    # Two wakes since: all 33 are new (the first wake's packet never came).
+    assert repeated_records(previous, records(4, 3) + records(7, 30), PER_WAKE, 2, False) == 0
 
 
-def test_a_partial_repeat_counts_only_when_the_buffer_was_full():
+def test_equal_records_are_new_when_the_count_says_so():
+    night = [NIGHT] * 30
+    assert repeated_records(night, night, PER_WAKE, 1, False) == 0
+    assert repeated_records(night, [NIGHT] * 58, PER_WAKE, 1, True) == 28
+    assert repeated_records(night, [NIGHT] * 60, PER_WAKE, 2, False) == 0
+    # A packet one wake later with fewer records than a wake gives (the ATtiny restarted).
+    assert repeated_records(night, [NIGHT] * 5, PER_WAKE, 1, False) == 0
+
+
+def test_the_same_packet_within_one_wake_is_the_esp_running_twice():
+    previous = records(1, 30)
+    assert repeated_records(previous, previous, PER_WAKE, 0, False) == 30
+    assert repeated_records(previous, previous + records(31, 1), PER_WAKE, 0, False) == 0
+    assert repeated_records(previous, records(2, 30), PER_WAKE, 0, False) == 0
+    assert repeated_records(previous, previous, PER_WAKE, None, False) == 0
+
+
+def test_only_a_full_buffer_shifts_the_previous_records_out():
     previous = records(1, 30)
     shifted = previous[2:] + records(31, 30)  # 58: the oldest 2 were shifted out
-    assert repeated_records(previous, shifted, full=False) == 0
-    assert repeated_records(previous, shifted, full=True) == 28
+    assert repeated_records(previous, shifted, PER_WAKE, 1, False) == 0
+    assert repeated_records(previous, shifted, PER_WAKE, 1, True) == 28
+    full = records(1, 58)
+    assert repeated_records(full, full[30:] + records(59, 30), PER_WAKE, 1, True) == 28
+    assert repeated_records(full, full[1:] + records(59, 1), 1, 1, True) == 57
 
 
-def test_a_full_buffer_overlap_needs_two_records():
-    previous = records(1, 30)
-    assert repeated_records(previous, previous[-2:] + records(40, 56), full=True) == 2
-    # One record can repeat by chance (a still night): it is new, not resent.
-    assert repeated_records(previous, previous[-1:] + records(40, 57), full=True) == 0
-    assert repeated_records(previous, records(40, 58), full=True) == 0
-    assert repeated_records((), records(40, 58), full=True) == 0
+def test_old_records_that_do_not_end_the_previous_packet_are_new():
+    previous = records(1, 3)
+    assert repeated_records(previous, records(2, 3) + records(4, 30), PER_WAKE, 1, False) == 0
+    assert repeated_records(records(1, 30), records(5, 28) + records(59, 30), PER_WAKE, 1,
+                            True) == 0
 
 
 def test_decode_stores_only_the_new_records_of_a_resend():
     first = packet(records(1, 3))
     history = decode(first, T, None, REGISTRY).history
-    resent = decode(packet(records(1, 3) + records(4, 2)), T + 60 * S, history, REGISTRY)
-    assert len(resent.values) == 2 * 3
-    assert [v for _, name, v in resent.values if name == "light"] == [4.0, 5.0]
-    assert resent.detail == "resent: its first 3 records repeat the previous packet"
-    assert resent.receipt("d", "t", "s").stored == 6
+    resent = decode(packet(records(1, 3) + records(4, 30)), T + WAKE, history, REGISTRY)
+    assert len(resent.values) == 30 * 3
+    assert [v for _, name, v in resent.values if name == "light"] == list(range(4, 34))
+    assert resent.detail == "resent: its first 3 records repeat the previous packet " \
+        "(1 wake since it)"
+    assert resent.receipt("d", "t", "s").stored == 90
+    # The new records are spread over the time since the previous packet.
+    assert resent.step_us == WAKE // 30
+    assert (resent.values[0][0], resent.values[-1][0]) == \
+        (ts_text(T), ts_text(T + WAKE - WAKE // 30))
+
+
+def test_decode_stores_a_packet_equal_to_the_previous_one_a_wake_later():
+    night = packet([NIGHT] * 30)
+    first = decode(night, T, None, REGISTRY)
+    again = decode(night, T + WAKE, first.history, REGISTRY)
+    assert again.detail == "" and again.stored == 90
+    assert {ts for ts, _, _ in again.values}.isdisjoint({ts for ts, _, _ in first.values})
+    twice = decode(night, T + WAKE + 3 * S, again.history, REGISTRY)
+    assert twice.stored == 0
+    assert twice.detail == "sent again in the same wake: its 30 records repeat the previous packet"
 
 
 def test_decode_recognises_a_full_buffer_resend():
     full_packet = packet(records(1, 58))
     assert len(full_packet) == 357 and check(full_packet, REGISTRY).bytes_ready == 348
     history = decode(full_packet, T, None, REGISTRY).history
-    shifted = decode(packet(records(31, 28) + records(59, 30)), T + 3600 * S, history,
-                     REGISTRY)
+    shifted = decode(packet(records(31, 28) + records(59, 30)), T + WAKE, history, REGISTRY)
     assert [v for _, name, v in shifted.values if name == "light"] == list(range(59, 89))
+    # The same 58 records two wakes later: the ATtiny measured 60 since, all 58 are new.
+    later = decode(packet([NIGHT] * 58), T + 2 * WAKE, history, REGISTRY)
+    assert later.stored == 58 * 3
 
 
 def test_the_interval_is_spread_when_the_previous_packet_is_on_time():

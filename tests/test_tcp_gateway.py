@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-import pytest
 from gateway_fixtures import EXAMPLE, S, packet, query, records, wait_for
 
 from co2unit_server.gateways import tcp_format
 from co2unit_server.launcher import GatewayProcess
 from co2unit_server.rawlog import RawLine, log_files, read_lines_of, ts_text, ts_us
+from co2unit_server.simulator import tcp_devices
 
 
 def connect(gateway: GatewayProcess) -> socket.socket:
@@ -149,18 +149,6 @@ def test_a_resend_after_a_short_write_stores_every_record_once(gateway_factory):
         [1.0, 2.0, 3.0] + [float(n) for n in range(10, 16)]
 
 
-def test_a_resend_of_a_packet_received_whole_is_not_stored_twice(gateway_factory):
-    gateway = gateway_factory(tcp=True)
-    first = records(1, 3)
-    send(gateway, packet(first))  # received whole, but the device took it for short
-    send(gateway, packet(first + records(4, 2)))
-    send(gateway, packet(first + records(4, 2) + records(6, 1)))  # and once more
-    rows = values(gateway)
-    assert sorted(lights(rows)) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    assert [stored for _, _, stored, _ in receipts(gateway)] == [9, 6, 3]
-    assert "resent: its first 5 records repeat" in lines(gateway)[2].detail
-
-
 def spread_times(first: RawLine, second: RawLine, count: int) -> list[str]:
     """The times GATEWAYS.md gives `count` new records when the previous packet was on time."""
     t, t_prev = ts_us(second.ts), ts_us(first.ts)
@@ -176,6 +164,61 @@ def light_times(rows: list[tuple[str, str, float]], first: int, count: int) -> l
 
 def wait_until(t_us: int) -> None:
     time.sleep(max(0.0, (t_us - time.time_ns() // 1000) / S))
+
+
+def period_us(wake: int, every: int) -> int:
+    """The station's time between wakes, as its header makes it (the gateway's rule)."""
+    return tcp_format.wake_period_us(tcp_format.check(packet([], wake, every), {}))
+
+
+def send_a_wake_later(gateway: GatewayProcess, data: bytes, wake: int, every: int,
+                      wakes: int = 1) -> None:
+    """Send when the station would: `wakes` wake periods after its previous packet."""
+    wait_until(ts_us(lines(gateway)[-1].ts) + wakes * period_us(wake, every))
+    send(gateway, data)
+
+
+def test_a_resend_of_a_packet_received_whole_is_not_stored_twice(gateway_factory):
+    gateway = gateway_factory(tcp=True)
+    first = records(1, 3)  # one record a wake (wake = every = 1 s)
+    send(gateway, packet(first, wake=1, every=1))  # received whole, but its `A` was lost
+    send_a_wake_later(gateway, packet(first + records(4, 1), wake=1, every=1), 1, 1)
+    send_a_wake_later(gateway, packet(first + records(4, 2), wake=1, every=1), 1, 1)
+    rows = values(gateway)
+    assert sorted(lights(rows)) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert [stored for _, _, stored, _ in receipts(gateway)] == [9, 3, 3]
+    assert lines(gateway)[2].detail == \
+        "resent: its first 4 records repeat the previous packet (1 wake since it)"
+
+
+def test_a_full_buffer_resend_stores_the_records_measured_since(gateway_factory):
+    gateway = gateway_factory(tcp=True)
+    full = records(1, 58)
+    send(gateway, packet(full, wake=2, every=1))
+    # Two records later the ATtiny shifted the oldest two out; the packet is still 58.
+    send_a_wake_later(gateway, packet(full[2:] + records(59, 2), wake=2, every=1), 2, 1)
+    # Its `A` lost again, then two wakes without a connection: 6 records more, 6 shifted out.
+    send_a_wake_later(gateway, packet(full[8:] + records(59, 8), wake=2, every=1), 2, 1, 3)
+    assert sorted(lights(values(gateway))) == [float(n) for n in range(1, 67)]
+    assert [stored for _, _, stored, _ in receipts(gateway)] == [174, 6, 18]
+
+
+NIGHT = struct.pack("<HHH", 0, 0xFFFC, 0xFFFC)  # dark, and the SI7021 failed (0xFFFC codes)
+
+
+def test_equal_packets_a_wake_apart_are_all_stored(gateway_factory):
+    """A failed SI7021 on a dark night: every record is 00 00 fc ff fc ff, wake after wake."""
+    gateway = gateway_factory(tcp=True)
+    night = [NIGHT] * 2  # two records a wake
+    send(gateway, packet(night, wake=2, every=1))
+    send_a_wake_later(gateway, packet(night, wake=2, every=1), 2, 1)  # the same bytes, new
+    send_a_wake_later(gateway, packet(night * 2, wake=2, every=1), 2, 1)  # `A` lost: 2 old
+    send(gateway, packet(night * 2, wake=2, every=1))  # the ESP8266 ran twice in that wake
+    rows = values(gateway)
+    assert [stored for _, _, stored, _ in receipts(gateway)] == [6, 6, 6, 0]
+    assert len(rows) == 18 and len({ts for ts, _, _ in rows}) == 6
+    assert lines(gateway)[3].detail == \
+        "sent again in the same wake: its 4 records repeat the previous packet"
 
 
 def test_records_spread_over_the_time_since_an_on_time_previous_packet(gateway_factory):
@@ -196,20 +239,21 @@ def test_records_spread_over_the_time_since_an_on_time_previous_packet(gateway_f
 def test_the_history_survives_a_restart(gateway_factory, tmp_path):
     settings = {"raw_log_rotate_bytes": "100"}  # the history is in an older log file
     gateway = gateway_factory(settings, tcp=True, base=tmp_path)
-    first = records(1, 3)
-    send(gateway, packet(first, wake=3, every=1))
+    first = records(1, 3)  # three records a wake, one wake every 6.6 s
+    send(gateway, packet(first, wake=6, every=2))
     send(gateway, packet(records(50, 1), wake=3, every=1, device_id=2))  # another device
     previous = lines(gateway)[-1]
     assert gateway.stop() == 0
     restarted = gateway_factory(settings, tcp=True, base=tmp_path)
-    wait_until(ts_us(previous.ts) + 3 * S)
-    send(restarted, packet(first + records(4, 2), wake=3, every=1))  # a resend, on time
+    # A resend, one wake later.
+    send_a_wake_later(restarted, packet(first + records(4, 3), wake=6, every=2), 6, 2)
     latest = lines(restarted)[-1]
     assert len(log_files(restarted.remote_data / "tcp" / "esp8266-1")) == 2
-    assert latest.detail == "resent: its first 3 records repeat the previous packet"
+    assert latest.detail == "resent: its first 3 records repeat the previous packet " \
+        "(1 wake since it)"
     rows = values(restarted)
-    assert sorted(lights(rows)) == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert light_times(rows, 4, 2) == spread_times(previous, latest, 2)
+    assert sorted(lights(rows)) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert light_times(rows, 4, 3) == spread_times(previous, latest, 3)
 
 
 def test_a_packet_read_to_its_end_survives_kill_9(gateway_factory):
@@ -317,18 +361,20 @@ def test_many_concurrent_connections_are_all_stored(gateway_factory):
         [(len(packets),)]
 
 
-@pytest.mark.parametrize(("wake", "every"), [("3600", "120"), ("600", "60")],
-                         ids=["stock-full-buffer-resends", "short-wakes-whole-resends"])
-def test_simulate_tcp_passes(tmp_path, wake, every):
+def test_simulate_tcp_passes(tmp_path):
+    """Stations as the firmware makes them, in real time (a wake every 11.8 s): every fault,
+    constant readings and full buffers; every record delivered whole stored once, on time."""
     done = subprocess.run(
-        [sys.executable, "-m", "co2unit_server", "simulate-tcp", "--devices", "4",
-         "--packets", "8", "--faults", "0.4", "--period", "0.3", "--seed", "1",
-         "--wake", wake, "--every", every, "--workdir", str(tmp_path / "sim")],
-        capture_output=True, text=True, timeout=180)
+        [sys.executable, "-m", "co2unit_server", "simulate-tcp", "--devices", "5",
+         "--packets", "4", "--faults", "0.6", "--seed", "5", "--workdir", str(tmp_path / "sim")],
+        capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert done.stdout.rstrip().endswith("PASS")
-    # Every kind of fault happened, and resends were recognised.
-    assert re.search(r"short-write [1-9].*reported-short [1-9].*pieces [1-9]", done.stdout)
-    assert re.search(r"outages [1-9]", done.stdout)
-    assert re.search(r"resent records recognised [1-9]", done.stdout)
+    assert re.search(r"failed [1-9], steady [1-9], varying [1-9]", done.stdout)
+    for kind in ("normal", *tcp_devices.FAULTS):
+        assert re.search(rf"{kind} [1-9]", done.stdout), kind
+    assert re.search(r"shifted out [1-9]", done.stdout)
+    assert re.search(r"resent records recognised [1-9]\d* \(full-buffer resends [1-9]",
+                     done.stdout)
+    assert re.search(r"equal packets stored [1-9]", done.stdout)
     assert (tmp_path / "sim" / "remote_data" / "tcp").is_dir()

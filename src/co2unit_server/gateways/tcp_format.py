@@ -23,6 +23,9 @@ HEADER = struct.Struct("<HHHBBB")
 # oldest is shifted out, so a packet this full may have lost its oldest records.
 DEVICE_BUFFER_BYTES = 350
 UNIDENTIFIED = "esp8266-unidentified"  # packets too short to carry a device ID
+# The rules a packet is read by; a new value makes the importer read the TCP raw logs again
+# once (2: a resend decided from the firmware's counts and time, not from equal bytes).
+RULES = "2"
 
 
 class PacketError(ValueError):
@@ -114,23 +117,58 @@ class History:
     records: tuple[bytes, ...]
 
 
-def repeated_records(previous: Sequence[bytes], records: Sequence[bytes], full: bool) -> int:
-    """How many leading records of a packet repeat the device's previous packet.
+# The ATtiny's clock (AtTiny85.ino, Power.cpp): it sleeps measurementsEvery watchdog periods
+# of about 1.024 s, then measures for about 0.16 s; it wakes the ESP8266 after the
+# measurement that brings its count of slept seconds to expectedWakeupTime.
+WATCHDOG_SECOND_S = 1.024
+MEASURE_S = 0.16
 
-    A device that took a stored packet for unsent (its write came back short) sends those
-    records again, oldest first, before its new ones. The whole previous packet leads the
-    new one; only when the device's buffer is full may its oldest records have been shifted
-    out, and then the longest run of at least 2 records that ends the previous packet counts
-    (a single 6-byte record can repeat by chance on a still night).
+
+def records_per_wake(header: Header) -> int:
+    """How many records the ATtiny measures from one wake of the ESP8266 to the next."""
+    return -(-header.wake_s // header.every_s)
+
+
+def wake_period_us(header: Header) -> int:
+    """The ATtiny's time from one wake of the ESP8266 to the next (without the seconds the
+    ESP8266 takes, at most the ATtiny's 5 s wait for its `Z`)."""
+    interval_s = header.every_s * WATCHDOG_SECOND_S + MEASURE_S
+    return round(records_per_wake(header) * interval_s * 1_000_000)
+
+
+def wakes_since(header: Header, received_us: int, history: History | None) -> int | None:
+    """How many wakes of the device lie between its previous packet and this one: the time
+    between them in wake periods, rounded; None without a previous packet or when the
+    server's clock went back."""
+    if history is None or received_us < history.received_us:
+        return None
+    period = wake_period_us(header)
+    return (received_us - history.received_us + period // 2) // period
+
+
+def repeated_records(previous: Sequence[bytes], records: Sequence[bytes], per_wake: int,
+                     wakes: int | None, full: bool) -> int:
+    """How many leading records of a packet the device's previous packet already carried.
+
+    The ATtiny deletes its records only on the ESP8266's `A` (sent after a full write, lost
+    when the I2C command fails or comes after the ATtiny's 5 s wait); then the next packet
+    carries them again, followed by the `per_wake` records of each of the `wakes` wakes since,
+    the oldest shifted out when the buffer is `full`. So only the records beyond
+    per_wake * wakes can be old, and they are the previous packet's last ones: all of it, or
+    (full) fewer. Equal bytes alone prove nothing: a dark night or a failed SI7021 (codes
+    0xFFFC) gives equal records wake after wake, and a packet equal to the previous one a wake
+    later is new. Within the same wake (no measurement since) only the very same packet can
+    come again: the ESP8266 ran twice before the ATtiny deleted.
     """
     n = len(previous)
-    if n and tuple(records[:n]) == tuple(previous):
-        return n
-    if full:
-        for k in range(min(n, len(records)) - 1, 1, -1):
-            if tuple(records[:k]) == tuple(previous[n - k:]):
-                return k
-    return 0
+    if wakes is None or not n:
+        return 0
+    if wakes == 0:
+        return n if tuple(records) == tuple(previous) else 0
+    old = len(records) - per_wake * wakes
+    if old <= 0 or old > n or (old < n and not full):
+        return 0
+    return old if tuple(records[:old]) == tuple(previous[n - old:]) else 0
 
 
 def record_interval_us(header: Header, received_us: int, history: History | None,
@@ -195,15 +233,25 @@ def decode(packet: bytes, received_us: int, history: History | None,
     size = header.record_bytes
     records = tuple(packet[i:i + size] for i in range(HEADER.size, len(packet), size))
     full = header.bytes_ready + size >= DEVICE_BUFFER_BYTES
-    repeated = repeated_records(history.records if history else (), records, full)
+    wakes = wakes_since(header, received_us, history)
+    repeated = repeated_records(history.records if history else (), records,
+                                records_per_wake(header), wakes, full)
     new = records[repeated:]
     step = record_interval_us(header, received_us, history, len(new))
-    notes = [f"resent: its first {repeated} records repeat the previous packet"] if repeated else []
+    notes = [_resent_note(repeated, wakes)] if repeated else []
     fmt = registry.get(header.device_id)
     if fmt is None:
         notes.append(f"no record format for deviceID {header.device_id} (tcp_device_types)")
     return Decoded(header, "ok" if fmt else "unknown", "; ".join(notes),
                    History(received_us, records), new, step, fmt)
+
+
+def _resent_note(repeated: int, wakes: int | None) -> str:
+    if wakes == 0:
+        return (f"sent again in the same wake: its {repeated} records repeat the previous "
+                "packet")
+    return (f"resent: its first {repeated} records repeat the previous packet "
+            f"({wakes} wake{'s' if wakes != 1 else ''} since it)")
 
 
 # How a read can end (the raw log's `end`). Only the device's close (eof) surely ends a

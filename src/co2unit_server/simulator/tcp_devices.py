@@ -1,16 +1,22 @@
 """`co2unit-server simulate-tcp`: simulated weather stations against the TCP gateway, verified.
 
-Each station behaves as the UltraLowPower_WeatherStation firmware does: the ATtiny keeps
-6-byte type-1 records (lux, SI7021 humidity and temperature codes), oldest first, 58 at most
-(a new one shifts the oldest out); at every wake the ESP8266 connects, writes one packet and
-closes, and the records are deleted only when the write came back whole. Faults: outages
-(wakes without a connection, the buffer overflowing), short writes (part of the packet, then
-close: the device keeps its records), writes the server got whole but the device took for
-short (it sends them again), packets in 1-byte pieces, unknown device IDs, and stray
-garbage, under-9-byte, bad-length and bad-record-size packets from other peers.
-
-Time may be compressed (`--period`): the headers keep the devices' real intervals, so the
-verification takes every time from the gateway's raw logs, never from the simulator's clock.
+Each station models the UltraLowPower_WeatherStation firmware (GATEWAYS.md §1), in real time:
+the gateway times records by its own clock, so a station keeps the times its header announces.
+- The ATtiny sleeps measurementsEvery watchdog "seconds" of about 1.024 s, measures for about
+  0.16 s and keeps the record (6 bytes: lux, SI7021 humidity and temperature codes) in a buffer
+  of 58 at most, shifting the oldest out. After ceil(wake / every) records it wakes the ESP8266
+  and waits up to 5 s for its `Z`.
+- The ESP8266 reads the buffer, connects, writes it as one packet, closes, and sends `A` only
+  when the write returned the full length. The ATtiny deletes its records on an `A` that came
+  while it was waiting; otherwise the next packet carries them again, then the new ones.
+Faults, as the firmware meets them: the `A` lost on I2C; a slow WiFi (the write ends after the
+ATtiny's 5 s); WiFi too slow to read the buffer at all (no packet); no connection (outage);
+a cut write; the ESP8266 running twice in one wake (it reset after its write); and packets in
+1-byte pieces. Sensors: varying readings, steady ones (a dark, still night) or a failed SI7021
+(codes 0xFFFC), so that packets equal byte for byte come wake after wake. Odd-numbered stations
+start with a full buffer (they measured through an outage before the run): their packets shift
+the oldest records out. Stray peers send garbage, under-9-byte, bad-length and bad-record-size
+packets.
 """
 
 from __future__ import annotations
@@ -42,36 +48,56 @@ from .common import (
 )
 
 RECORD = struct.Struct("<HHH")  # lux, humidity code, temperature code (SensorData)
-BUFFER_RECORDS = tcp_format.DEVICE_BUFFER_BYTES // RECORD.size  # 58
+# Storage::addElement shifts when a record would reach the buffer's end.
+BUFFER_RECORDS = (tcp_format.DEVICE_BUFFER_BYTES - 1) // RECORD.size  # 58
 TYPE_1 = "tsl2561-si7021"
 TYPE_1_NAMES = tcp_format.FORMATS[TYPE_1].names
-FAULTS = ("outage", "short-write", "reported-short", "pieces")
+FAULTS = ("lost-a", "slow-wifi", "cut", "outage", "wifi-timeout", "esp-reset", "pieces")
+DELETED = ("normal", "esp-reset", "pieces")  # the wakes whose `A` reaches the ATtiny in time
+NO_PACKET = ("outage", "wifi-timeout")
+SENSORS = ("failed", "steady", "varying")
 NOISE = ("under-9", "bad-length", "bad-record-size", "zero-interval", "garbage")
 NOISE_IDS = range(250, 255)  # stray peers' "device IDs": never a station's
 MAX_STATIONS = NOISE_IDS.start - 2  # and one more ID that no station has
 OUTAGE_MAX_WAKES = 3
 SEND_TIMEOUT_S = 10.0
+GIVE_UP_S = 5.0  # the ATtiny's wait for the ESP8266 after waking it (GIVEUP_ON_MASTER_AFTER)
+SLOW_S = GIVE_UP_S + 0.05  # a slow WiFi: the write ends just after the ATtiny gave up
+CONNECT_FAILS_S = 1.0  # an outage: the ESP8266's connect gives up (its client timeout)
+REBOOT_S = 0.3  # the ESP8266's reset and WiFi again, within the ATtiny's wait
 # The SI7021 codes' resolution (its driver clears the 2 status bits) plus rounding.
 TOLERANCE = {"light": 0.0, "humidity": 0.02, "temperature": 0.02}
+# A failed SI7021 does not answer: the ATtiny reads 0xFF bytes, codes 0xFFFC, which read as
+# these values; in the dark the light is 0.
+FAILED = {"light": 0.0, "humidity": 118.992, "temperature": 128.859}
+STEADY = {"light": 0.0, "humidity": 55.0, "temperature": 21.5}
+# A record's time may be this far from the moment it was measured: the device has no clock,
+# and the rule stamps the newest record one record interval early, after the ESP8266's up to
+# GIVE_UP_S (+ 1 s) from the wake to the write; an older one is further off by the ATtiny's
+# clock against measurementsEvery, up to this share of its age (the watchdog second and the
+# sensor time: 18 % at every = 1 s) where the rule falls back to measurementsEvery.
+TIME_SLACK_S = GIVE_UP_S + 1.0
+TIME_DRIFT = 0.2
 
 
 @dataclass(frozen=True)
 class Record:
-    """One measurement as the ATtiny stores it, and the values it stands for."""
+    """One measurement as the ATtiny stores it, the values it stands for and when it was made."""
 
     seq: int
     raw: bytes
     values: dict[str, float]
+    measured_at: float  # the Unix time
 
 
 @dataclass
 class Sent:
-    """One connection of a station: the bytes that went out and what the device made of it."""
+    """One packet a station wrote: the bytes that went out and what it held."""
 
-    kind: str  # normal | short-write | reported-short | pieces
+    kind: str  # normal or one of FAULTS
     payload: bytes
     seqs: tuple[int, ...]  # the records of the whole packet
-    success: bool  # the device counted the write as whole and deleted the records
+    whole: bool  # the write returned the full length
 
 
 @dataclass
@@ -81,36 +107,58 @@ class Station:
     device_id: int
     wake_s: int
     every_s: int
+    sensors: str  # one of SENSORS
     rng: random.Random
+    starts_full: bool = False  # it measured through an outage before the run
     buffer: list[Record] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
     records: dict[int, Record] = field(default_factory=dict)  # every one measured, by seq
+    wakes: list[str] = field(default_factory=list)  # what happened at each: normal or a fault
     shifted_out: int = 0
-    outages: int = 0
 
     @property
     def device(self) -> str:
         return f"esp8266-{self.device_id}"
 
-    def measure(self) -> None:
-        """The records taken while the ESP8266 slept (the ATtiny wakes it after `wake_s`)."""
-        for _ in range(math.ceil(self.wake_s / self.every_s)):
-            if len(self.buffer) == BUFFER_RECORDS:
-                self.buffer.pop(0)  # Storage::addElement shifts the oldest out
-                self.shifted_out += 1
-            record = self._record(len(self.records))
-            self.records[record.seq] = record
-            self.buffer.append(record)
+    @property
+    def per_wake(self) -> int:
+        """Records from one wake to the next (the ATtiny counts measurementsEvery seconds)."""
+        return math.ceil(self.wake_s / self.every_s)
 
-    def _record(self, seq: int) -> Record:
+    @property
+    def interval_s(self) -> float:
+        """The ATtiny's real time between two records."""
+        return self.every_s * tcp_format.WATCHDOG_SECOND_S + tcp_format.MEASURE_S
+
+    def measure(self, at: float) -> None:
+        """One record into the buffer, measured at the Unix time `at`."""
+        if len(self.buffer) == BUFFER_RECORDS:
+            self.buffer.pop(0)  # Storage::addElement shifts the oldest out
+            self.shifted_out += 1
+        record = self._record(len(self.records), at)
+        self.records[record.seq] = record
+        self.buffer.append(record)
+
+    def fill(self) -> None:
+        """A full buffer, measured up to now (the station could not reach the server)."""
+        now = time.time()
+        for k in range(BUFFER_RECORDS - 1, -1, -1):
+            self.measure(now - k * self.interval_s)
+
+    def _record(self, seq: int, at: float) -> Record:
+        if self.sensors == "failed":
+            return Record(seq, RECORD.pack(0, 0xFFFC, 0xFFFC), FAILED, at)
+        values = STEADY if self.sensors == "steady" else self._varying(seq)
+        return Record(seq, RECORD.pack(int(values["light"]),
+                                       _code((values["humidity"] + 6) * 65536 / 125),
+                                       _code((values["temperature"] + 46.85) * 65536 / 175.72)),
+                      values, at)
+
+    def _varying(self, seq: int) -> dict[str, float]:
         day = 2 * math.pi * (seq * self.every_s % 86400) / 86400
-        lux = max(0, int(20000 * math.sin(day) + self.rng.gauss(0, 50)))
-        humidity = 60 - 15 * math.sin(day) + self.rng.gauss(0, 0.3)
-        temperature = 12 + 6 * math.sin(day) + self.rng.gauss(0, 0.05)
-        humidity_code = _code((humidity + 6) * 65536 / 125)
-        temperature_code = _code((temperature + 46.85) * 65536 / 175.72)
-        return Record(seq, RECORD.pack(lux, humidity_code, temperature_code),
-                      {"light": float(lux), "humidity": humidity, "temperature": temperature})
+        return {"light": float(max(0, int(20000 * math.sin(day) + self.rng.gauss(0, 50)))),
+                "humidity": 60 - 15 * math.sin(day) + self.rng.gauss(0, 0.3),
+                "temperature": 12 + 6 * math.sin(day) + self.rng.gauss(0, 0.05)}
 
     def packet(self) -> bytes:
         records = b"".join(r.raw for r in self.buffer)
@@ -118,10 +166,8 @@ class Station:
                                         self.device_id, 3)
         return header + records
 
-    def record_sent(self, kind: str, payload: bytes, success: bool) -> None:
-        self.sent.append(Sent(kind, payload, tuple(r.seq for r in self.buffer), success))
-        if success:
-            self.buffer.clear()  # the ESP8266's 'A': the ATtiny starts afresh
+    def record_sent(self, kind: str, payload: bytes, whole: bool) -> None:
+        self.sent.append(Sent(kind, payload, tuple(r.seq for r in self.buffer), whole))
 
 
 def _code(value: float) -> int:
@@ -191,38 +237,59 @@ class SimConfig:
     var_dir: Path | None = None
     devices: int = 5
     unknown: int = 1  # the last stations' IDs are not in tcp_device_types
-    packets: int = 10  # wakes per station
-    faults: float = 0.2
+    packets: int = 6  # wakes per station
+    faults: float = 0.4
     seed: int = 1
-    wake_s: int = 3600
-    every_s: int = 120
-    period_s: float = 0.5  # real seconds between a station's wakes
+    wake_s: int = 10
+    every_s: int = 1
     workdir: Path | None = None
 
 
-async def run_station(cfg: SimConfig, station: Station, plan: list[str], start: float) -> None:
+async def wake(cfg: SimConfig, station: Station, kind: str) -> float:
+    """The ESP8266's wake: what it sends, and whether the ATtiny deletes. Returns the seconds
+    the ATtiny waited for it (its `Z`, or GIVE_UP_S)."""
     loop = asyncio.get_running_loop()
-    for k, kind in enumerate(plan):
-        await asyncio.sleep(max(0.0, start + k * cfg.period_s - loop.time()))
-        station.measure()
-        if kind == "outage":
-            station.outages += 1
-            continue
-        packet = station.packet()
-        if kind == "short-write":
-            payload = packet[:station.rng.randint(1, len(packet) - 1)]
-        else:
-            payload = packet
-        await send(cfg.host, cfg.port, payload, pieces=kind == "pieces")
-        station.record_sent(kind, payload, success=kind in ("normal", "pieces"))
+    woken = loop.time()
+    station.wakes.append(kind)
+    if kind in NO_PACKET:
+        return CONNECT_FAILS_S if kind == "outage" else GIVE_UP_S
+    packet = station.packet()
+    if kind == "slow-wifi":
+        await asyncio.sleep(SLOW_S)
+    whole = kind != "cut"
+    payload = packet if whole else packet[:station.rng.randint(1, len(packet) - 1)]
+    await send(cfg.host, cfg.port, payload, pieces=kind == "pieces")
+    station.record_sent(kind, payload, whole)
+    if kind == "esp-reset":  # it reset before its `A`, ran again and wrote the same buffer
+        await asyncio.sleep(REBOOT_S)
+        await send(cfg.host, cfg.port, packet)
+        station.record_sent(kind, packet, True)
+    if kind in DELETED:
+        station.buffer.clear()
+    return min(GIVE_UP_S, loop.time() - woken)
 
 
-async def run_noise(cfg: SimConfig, rng: random.Random, count: int,
-                    start: float) -> list[tuple[str, bytes]]:
+async def run_station(cfg: SimConfig, station: Station, plan: list[str], start: float) -> None:
+    """The station's wakes, at the ATtiny's pace from `start` (the event loop's clock)."""
+    loop = asyncio.get_running_loop()
+    at = start
+    await asyncio.sleep(max(0.0, at - loop.time()))
+    if station.starts_full:
+        station.fill()
+    for kind in plan:
+        for _ in range(station.per_wake):
+            at += station.interval_s
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            station.measure(time.time())
+        at += await wake(cfg, station, kind)  # the ATtiny sleeps again once it stops waiting
+
+
+async def run_noise(cfg: SimConfig, rng: random.Random, count: int, start: float,
+                    duration: float) -> list[tuple[str, bytes]]:
     """Stray packets spread over the run."""
     loop = asyncio.get_running_loop()
     sent = []
-    for when in sorted(rng.uniform(0, cfg.packets * cfg.period_s) for _ in range(count)):
+    for when in sorted(rng.uniform(0, duration) for _ in range(count)):
         await asyncio.sleep(max(0.0, start + when - loop.time()))
         kind = rng.choice(NOISE)
         payload = noise_packet(rng, kind)
@@ -232,8 +299,17 @@ async def run_noise(cfg: SimConfig, rng: random.Random, count: int,
 
 
 def make_stations(cfg: SimConfig) -> list[Station]:
-    return [Station(i, cfg.wake_s, cfg.every_s, random.Random(f"{cfg.seed}:{i}"))
+    return [Station(i, cfg.wake_s, cfg.every_s, SENSORS[(i - 1) % len(SENSORS)],
+                    random.Random(f"{cfg.seed}:{i}"), starts_full=i % 2 == 1)
             for i in range(1, cfg.devices + 1)]
+
+
+def station_plan(cfg: SimConfig, station: Station) -> list[str]:
+    """Its wakes; a station that starts full loses its first `A`, so that its next packet is
+    the full buffer again, shifted."""
+    # Stations start their turns apart, so that a few wakes each make every kind.
+    plan = make_plan(station.rng, cfg.packets, cfg.faults, 2 * (station.device_id - 1))
+    return ["lost-a", *plan[1:]] if station.starts_full else plan
 
 
 async def simulate(cfg: SimConfig, stations: list[Station]) -> list[tuple[str, bytes]]:
@@ -241,10 +317,11 @@ async def simulate(cfg: SimConfig, stations: list[Station]) -> list[tuple[str, b
     rng = random.Random(cfg.seed)
     loop = asyncio.get_running_loop()
     start = loop.time() + 0.05
-    tasks = [run_station(cfg, s, make_plan(s.rng, cfg.packets, cfg.faults, s.device_id),
-                         start + rng.uniform(0, cfg.period_s)) for s in stations]
+    tasks = [run_station(cfg, s, station_plan(cfg, s), start + rng.uniform(0, 1))
+             for s in stations]
     noise_count = round(cfg.faults * cfg.packets * len(stations))
-    *_, noise = await asyncio.gather(*tasks, run_noise(cfg, rng, noise_count, start))
+    duration = cfg.packets * stations[0].per_wake * stations[0].interval_s
+    *_, noise = await asyncio.gather(*tasks, run_noise(cfg, rng, noise_count, start, duration))
     return noise
 
 
@@ -254,8 +331,11 @@ class Verification(RunVerification):
 
     bad_lines: int = 0
     unknown_lines: int = 0
-    accepted_records: int = 0  # in packets the device took for sent and the gateway took
+    accepted_records: int = 0  # in packets written whole that the gateway took
     resent_records: int = 0  # carried again and recognised as such
+    shifted_resends: int = 0  # resends of a full buffer whose oldest records were shifted out
+    equal_packets: int = 0  # equal, byte for byte, to the previous packet a wake or more later
+    largest_time_error_s: float = 0.0
 
 
 def table_rows(conn: sqlite3.Connection, device: str) -> dict[str, dict[tuple[str, str], float]]:
@@ -278,7 +358,7 @@ class StationCheck:
         self.expected_verdict = None if known is None else "ok" if known else "unknown"
         self.result = result
         self.stored: dict[int, str] = {}  # record seq -> the line that stored it
-        self.accepted: set[int] = set()  # records the device took for sent, the gateway took
+        self.accepted: set[int] = set()  # records in packets written whole, the gateway took
 
     def problem(self, text: str) -> None:
         self.result.problems.append(f"{self.station.device}: {text}")
@@ -318,7 +398,7 @@ class StationCheck:
                                                  history, self.registry)
         except tcp_format.PacketError as exc:
             self.result.bad_lines += 1
-            if packet.success or line.verdict != "bad" or found:
+            if packet.whole or line.verdict != "bad" or found:
                 self.problem(f"{source} ({packet.kind}) is {line.verdict} with {len(found)} "
                              f"values: {exc}")
             return history
@@ -330,15 +410,25 @@ class StationCheck:
             if found:
                 self.problem(f"{source}: an unknown device ID's packet has values")
             return decoded.history
-        self.result.resent_records += len(packet.seqs) - len(new)
-        if packet.success:
-            self.accepted.update(packet.seqs)
+        self.count_resend(history, decoded, new, packet)
+        self.accepted.update(packet.seqs)
         for seq in new:
             if seq in self.stored:
                 self.problem(f"record {seq} stored twice: {self.stored[seq]} and {source}")
             self.stored[seq] = source
         self.rows(source, decoded, new, found)
         return decoded.history
+
+    def count_resend(self, history: tcp_format.History | None, decoded: tcp_format.Decoded,
+                     new: tuple[int, ...], packet: Sent) -> None:
+        repeated = len(packet.seqs) - len(new)
+        self.result.resent_records += repeated
+        if history is None:
+            return
+        if 0 < repeated < len(history.records):
+            self.result.shifted_resends += 1
+        if new and decoded.history.records == history.records:
+            self.result.equal_packets += 1
 
     def rows(self, source: str, decoded: tcp_format.Decoded, new: tuple[int, ...],
              found: dict[tuple[str, str], float]) -> None:
@@ -351,12 +441,27 @@ class StationCheck:
                          "the logged receive times give")
             return
         per_record = len(TYPE_1_NAMES)
+        received_s = decoded.history.received_us / 1e6
         for i, (ts, name, value) in enumerate(decoded.values):
-            measured = self.station.records[new[i // per_record]].values[name]
+            record = self.station.records[new[i // per_record]]
+            measured = record.values[name]
             if found[ts, name] != value or abs(value - measured) > TOLERANCE[name]:
                 self.problem(f"{source}: {name} at {ts} is {found[ts, name]}, "
                              f"measured {measured:.3f}")
                 return
+            if not self.on_time(source, ts_us(ts) / 1e6, record, received_s):
+                return
+
+    def on_time(self, source: str, stamped: float, record: Record, received: float) -> bool:
+        """Whether a record's time is within what the rule can know (TIME_SLACK_S...)."""
+        error = abs(stamped - record.measured_at)
+        self.result.largest_time_error_s = max(self.result.largest_time_error_s, error)
+        allowed = self.station.interval_s + TIME_SLACK_S + \
+            TIME_DRIFT * (received - record.measured_at)
+        if error > allowed:
+            self.problem(f"{source}: record {record.seq} is stamped {error:.1f} s from when "
+                         f"it was measured (allowed {allowed:.1f} s)")
+        return error <= allowed
 
 
 def verify(stations: list[Station], noise: list[tuple[str, bytes]], remote_data: Path,
@@ -418,12 +523,12 @@ class RunResult:
         return self.verification is not None and not self.verification.problems
 
     def summary(self) -> str:
-        sent = [p for s in self.stations for p in s.sent]
-        kinds = {k: sum(p.kind == k for p in sent) for k in ("normal", *FAULTS[1:])}
-        outages = sum(s.outages for s in self.stations)
+        wakes = [kind for s in self.stations for kind in s.wakes]
+        kinds = ", ".join(f"{k} {wakes.count(k)}" for k in ("normal", *FAULTS))
+        sensors = ", ".join(f"{k} {sum(s.sensors == k for s in self.stations)}" for k in SENSORS)
         lines = [
-            f"stations {len(self.stations)}  wakes {len(sent) + outages} (outages {outages})"
-            f"  connections {len(sent)} ({', '.join(f'{k} {n}' for k, n in kinds.items())})",
+            f"stations {len(self.stations)} ({sensors})  wakes {len(wakes)} ({kinds})  "
+            f"connections {sum(len(s.sent) for s in self.stations)}",
             f"records measured {sum(len(s.records) for s in self.stations)}  shifted out "
             f"{sum(s.shifted_out for s in self.stations)}  still buffered "
             f"{sum(len(s.buffer) for s in self.stations)}  stray packets {len(self.noise)}  "
@@ -434,8 +539,11 @@ class RunResult:
             lines.append("UNVERIFIED (give --remote-data and --var-dir with --port)")
             return "\n".join(lines)
         lines.append(f"raw log lines {v.lines} (bad {v.bad_lines}, unknown {v.unknown_lines})  "
-                     f"records sent and accepted {v.accepted_records}  resent records "
-                     f"recognised {v.resent_records}  rows {v.rows_found}/{v.rows_expected}")
+                     f"records delivered whole and accepted {v.accepted_records}  resent "
+                     f"records recognised {v.resent_records} (full-buffer resends "
+                     f"{v.shifted_resends})  equal packets stored {v.equal_packets}  rows "
+                     f"{v.rows_found}/{v.rows_expected}  largest time error "
+                     f"{v.largest_time_error_s:.1f} s")
         return "\n".join(lines + verdict_lines(v.problems, self.passed))
 
 
@@ -483,19 +591,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unknown", type=integer(0, MAX_STATIONS), default=1,
                    help="how many of them (the last IDs) are not in the gateway's "
                    "tcp_device_types (own gateway only; default: %(default)s)")
-    p.add_argument("--packets", type=integer(1, 100000), default=10,
+    p.add_argument("--packets", type=integer(1, 100000), default=6,
                    help="wakes per station (default: %(default)s)")
-    p.add_argument("--faults", type=share, default=0.2,
+    p.add_argument("--faults", type=share, default=0.4,
                    help="share of wakes with a fault, and stray packets per wake "
                    "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="seed of data and faults")
-    p.add_argument("--wake", type=integer(1, 65535), default=3600,
-                   help="expectedWakeupTime in the headers, s (default: %(default)s)")
-    p.add_argument("--every", type=integer(1, 65535), default=120,
-                   help="measurementsEvery in the headers, s (default: %(default)s)")
-    p.add_argument("--period", type=float, default=0.5,
-                   help="real seconds between a station's wakes: time compression "
+    p.add_argument("--wake", type=integer(1, 65535), default=10,
+                   help="expectedWakeupTime in the headers, s; the stations run in real "
+                   "time, a wake every ceil(wake / every) * (every * 1.024 + 0.16) s "
                    "(default: %(default)s)")
+    p.add_argument("--every", type=integer(1, 65535), default=1,
+                   help="measurementsEvery in the headers, s (default: %(default)s)")
     add_gateway_arguments(p, "TCP")
     p.add_argument("--workdir", type=Path,
                    help="without --port: where the own gateway keeps its data (kept)")
@@ -509,7 +616,7 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     cfg = SimConfig(host=args.host, port=args.port, remote_data=args.remote_data,
                     var_dir=args.var_dir, devices=args.devices, unknown=args.unknown,
                     packets=args.packets, faults=args.faults, seed=args.seed,
-                    wake_s=args.wake, every_s=args.every, period_s=args.period,
+                    wake_s=args.wake, every_s=args.every,
                     workdir=args.workdir)
     try:
         result = run_own_gateway(cfg) if cfg.port is None else run_against(cfg)

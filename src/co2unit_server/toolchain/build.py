@@ -23,7 +23,7 @@ from ..timestamps import to_epoch
 from . import plotdata, quality, summaries
 from .importer import STAGES, Sources, run_import
 from .importer.aggregates import WATERMARK
-from .importer.measurements import REGISTRY_STATE
+from .importer.measurements import REGISTRY_STATE, RULES_STATE
 from .importer.store import read_state, transaction, write_state
 
 DB_NAME = "db.sqlite3"
@@ -56,7 +56,8 @@ def data_versions(conn: sqlite3.Connection) -> dict[str, str]:
     versions["pings"] += f" rows={pings}"
     # A new tcp_device_types reads the TCP logs again: new values, the same files. (No output
     # is drawn from measurements yet; the gateway's live rows would need a count here then.)
-    versions["measurements"] += f" registry={read_state(conn, REGISTRY_STATE)}"
+    versions["measurements"] += (f" registry={read_state(conn, REGISTRY_STATE)}"
+                                 f" rules={read_state(conn, RULES_STATE)}")
     return versions
 
 

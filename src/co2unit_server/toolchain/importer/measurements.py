@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 KIND = "measurements"
 REGISTRY_STATE = "measurements:tcp_device_types"  # the registry the TCP logs were read with
+RULES_STATE = "measurements:tcp_rules"  # and tcp_format.RULES
 UNREADABLE = "unreadable raw log line (torn or edited)"
 BATCH_VALUES = 20_000  # values per transaction: keeps memory flat on a big backlog
 # A receipt read again may say something else than the stored one (a record format added for
@@ -131,8 +132,11 @@ def import_measurements(conn: sqlite3.Connection, data_dir: Path,
     report.files = len(found)
     with transaction(conn):
         plan = sources.plan(conn, KIND, found)
-        registry_changed = read_state(conn, REGISTRY_STATE) != registry_text(registry)
-        if registry_changed:
+        # What a TCP packet gives depends on the registry and on tcp_format's rules: when either
+        # changed since the logs were read, they are read again (rows already in stay).
+        tcp_reading_changed = (read_state(conn, REGISTRY_STATE) != registry_text(registry)
+                            or read_state(conn, RULES_STATE) != tcp_format.RULES)
+        if tcp_reading_changed:
             sources.rescan_groups(plan, {f.group for f in found
                                          if f.group.startswith(tcp_format.FAMILY + "/")})
         sources.rescan_groups(plan, _restarted_before_others(found, plan))
@@ -151,9 +155,10 @@ def import_measurements(conn: sqlite3.Connection, data_dir: Path,
         start = carry.get(f.group) if w.restart else w.state.carry
         carry[f.group] = import_file(conn, w, start, decode[f.group.split("/")[0]], report)
     report.files_read = len(plan.work)
-    if registry_changed:  # only now: an import cut short reads them all again next time
+    if tcp_reading_changed:  # only now: an import cut short reads them all again next time
         with transaction(conn):
             write_state(conn, REGISTRY_STATE, registry_text(registry))
+            write_state(conn, RULES_STATE, tcp_format.RULES)
 
 
 def _restarted_before_others(found: list[sources.Found], plan: sources.Plan) -> set[str]:
