@@ -321,6 +321,52 @@ def test_new_tcp_rules_read_the_tcp_logs_again_once(tree, conn):
     assert run(tree, conn).files_read == 0
 
 
+def test_new_tcp_rules_replace_what_earlier_rules_made_of_a_packet(tree, conn):
+    run(tree, conn)
+    # Earlier rules timed the packet's records otherwise (they took some for a resend, so
+    # its step differed): those rows must go, not stay beside the new reading of the line.
+    stale = ("esp8266-1", "tcp", "2026-11-01T01:31:00.000000", "light", 1.0,
+             "tcp/esp8266-1/0001.log:1", None)
+    conn.execute("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)", stale)
+    # ...and a line the gateway appended after the import's read keeps the row it wrote.
+    later = ("esp8266-1", "tcp", "2026-11-01T03:00:00.000000", "light", 2.0,
+             "tcp/esp8266-1/0001.log:2", None)
+    conn.execute("INSERT INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?)", later)
+    conn.execute("UPDATE toolchain_state SET value = '1' WHERE name = ?", (RULES_STATE,))
+    run(tree, conn)
+    tcp_rows = [r for r in measurements(conn) if r[1] == "tcp" and r[0] == TCP_DEV]
+    assert close([r for r in tcp_rows if r[2] != later[2]],
+                 sorted((r for r in EXPECTED_TCP if r[0] == TCP_DEV), key=_order))
+    assert [r[2] for r in tcp_rows if r[2] == later[2]] == [later[2]]
+
+
+def test_a_log_read_in_part_is_read_on_the_next_time_though_unchanged(tree, conn, monkeypatch):
+    # An import cut after a pull log's first batch (a value a batch): the next one reads the
+    # rest of that log, though the file is as it was.
+    from co2unit_server.toolchain.importer import measurements as stage
+    monkeypatch.setattr(stage, "BATCH_VALUES", 1)
+    real_store = stage._store
+    pull_batches = []
+
+    def cut_after_a_pull_batch(conn, work, *args, **kwargs):
+        if work.found.group.startswith("pull/"):
+            pull_batches.append(work.found.key)
+            if len(pull_batches) > 1:
+                raise KeyboardInterrupt
+        real_store(conn, work, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "_store", cut_after_a_pull_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tree, conn)
+    monkeypatch.setattr(stage, "_store", real_store)
+    run(tree, conn)
+    fresh_tree = Tree(tree.root / "fresh")
+    write_logs(fresh_tree)
+    with closing(open_db(fresh_tree)) as fresh:
+        run(fresh_tree, fresh)
+        assert measurements(conn) == measurements(fresh)
+
+
 def test_a_replaced_log_is_read_again_with_the_files_after_it(tree, conn):
     run(tree, conn)
     # The first file replaced (restored from a backup with a line less): the files after it

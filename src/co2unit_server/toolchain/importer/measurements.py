@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -182,6 +183,11 @@ def import_file(conn: sqlite3.Connection, work: sources.Work, carry: str | None,
     device = work.found.group.split("/", 1)[1]
     history = carried_history(carry)
     line_no = 0 if work.restart else work.state.lines_done
+    # A file read before and read again from its start (new rules, a changed registry, a mark):
+    # its lines' rows from that earlier reading go, or they would stay beside the new ones
+    # wherever the new reading times them otherwise.
+    replaces = work.restart and work.state.bytes_done > 0
+    first_line = line_no + 1
     offset = start
     receipts: list[Receipt] = []
     values: list[Measurement] = []
@@ -197,18 +203,44 @@ def import_file(conn: sqlite3.Connection, work: sources.Work, carry: str | None,
             receipts.append(receipt)
             values += new
         if len(values) >= BATCH_VALUES:
-            _store(conn, work, offset, line_no, history_carry(history), receipts, values, report)
-            receipts, values = [], []
+            _store(conn, work, Batch(first_line, line_no, offset, history_carry(history),
+                                     replaces, finished=False), receipts, values, report)
+            receipts, values, first_line = [], [], line_no + 1
     carry = history_carry(history)
-    _store(conn, work, offset, line_no, carry, receipts, values, report)
+    _store(conn, work, Batch(first_line, line_no, offset, carry, replaces, finished=True),
+           receipts, values, report)
     return carry
 
 
-def _store(conn: sqlite3.Connection, work: sources.Work, bytes_done: int, lines_done: int,
-           carry: str | None, receipts: list[Receipt], values: list[Measurement],
-           report: StageReport) -> None:
+@dataclass(frozen=True)
+class Batch:
+    """Lines first..last of a file, stored in one transaction, and where they leave it."""
+
+    first: int
+    last: int
+    bytes_done: int
+    carry: str | None
+    replaces: bool  # the lines' rows from an earlier reading go first
+    finished: bool  # the file is read to its end
+
+
+FORGET_LINES = """DELETE FROM measurements WHERE device = ? AND source >= ? AND source < ?
+    AND CAST(substr(source, ?) AS INTEGER) BETWEEN ? AND ?"""
+
+
+def _forget_lines(conn: sqlite3.Connection, work: sources.Work, first: int, last: int) -> None:
+    """Delete the rows an earlier reading made of lines first..last of the file."""
+    prefix = rawlog.source_key(work.found.path, 0)[:-1]  # '<family>/<device>/<NNNN>.log:'
+    conn.execute(FORGET_LINES, (work.found.group.split("/", 1)[1], prefix, prefix[:-1] + ";",
+                                len(prefix) + 1, first, last))
+
+
+def _store(conn: sqlite3.Connection, work: sources.Work, batch: Batch, receipts: list[Receipt],
+           values: list[Measurement], report: StageReport) -> None:
     """Insert the rows, their file's dropped lines and its progress in one transaction."""
     with transaction(conn):
+        if batch.replaces and batch.last >= batch.first:
+            _forget_lines(conn, work, batch.first, batch.last)
         new_values = (conn.executemany(db.INSERT_MEASUREMENT, values)
                       .rowcount if values else 0)
         rows = [r.row() for r in receipts]
@@ -219,7 +251,7 @@ def _store(conn: sqlite3.Connection, work: sources.Work, bytes_done: int, lines_
             for r in receipts
         ]).rowcount if receipts else 0
         report.store_dropped(conn)
-        sources.save(conn, work, bytes_done, lines_done, carry)
+        sources.save(conn, work, batch.bytes_done, batch.last, batch.carry, batch.finished)
     report.add("imported", "measurements", new_values)
     report.add("imported", "receipts", new_receipts)
     report.add("duplicate", "measurements already in (live from the gateway)",

@@ -24,6 +24,8 @@ from ...db import REREAD
 # remote_data/sessions/sessions.log: the streaming sessions, no unit either.
 from ...gateways.sessions import LOG_DIR as SESSIONS_DIR
 
+# import_files.size of a file read in part: no file has it, so its stat never looks unchanged.
+UNFINISHED = -1
 HEAD_BYTES = 4096
 TAIL_BYTES = 1024
 _DIGITS = re.compile(r"(\d+)")
@@ -223,11 +225,16 @@ def read_new(work: Work) -> tuple[bytes, int]:
 
 
 def save(conn: sqlite3.Connection, work: Work, bytes_done: int, lines_done: int,
-         carry: str | None = None) -> None:
-    """Record how far the file is imported (in the transaction that stored its rows)."""
+         carry: str | None = None, finished: bool = True) -> None:
+    """Record how far the file is imported (in the transaction that stored its rows).
+
+    A file read only in part (`finished` False: a batch of a larger read) gets no stat, so
+    that an import cut after it reads the rest next time though the file is unchanged.
+    """
     f = work.found
+    size = f.size if finished else UNFINISHED
     conn.execute("UPDATE import_files SET size = ?, mtime_ns = ?, inode = ?, check_hash = ?, "
                  "bytes_done = ?, lines_done = ?, carry = ? WHERE id = ?",
-                 (f.size, f.mtime_ns, f.inode, content_hash(f.path, bytes_done), bytes_done,
+                 (size, f.mtime_ns, f.inode, content_hash(f.path, bytes_done), bytes_done,
                   lines_done, carry, work.state.id))
 
