@@ -151,6 +151,14 @@ def test_a_line_round_trips():
         assert WsLine.parse(data) == original
 
 
+def test_the_first_line_of_a_new_sequence_is_marked_and_no_other():
+    first = line("{}")._replace(new_sequence=True)
+    assert json.loads(first.encode())["new_sequence"] is True
+    assert WsLine.parse(first.encode()) == first
+    assert "new_sequence" not in json.loads(line("{}").encode())
+    assert not WsLine.parse(line("{}").encode()).new_sequence
+
+
 @pytest.mark.parametrize("data", [
     b"", b"{", b"[]", b'"x"', b"\xff\xfe",
     b'{"ts": "2026-12-06T01:00:00", "peer": "p", "session": null, "seq": 1}',
@@ -161,6 +169,10 @@ def test_a_line_round_trips():
     b'{"ts": "noon", "peer": "p", "session": null, "seq": 1, "raw": "{}"}',
     b'{"ts": "2026-12-06T01:00:00", "peer": "p", "session": null, "seq": 1, "raw": "{}", '
     b'"x": 1}',
+    b'{"ts": "2026-12-06T01:00:00", "peer": "p", "session": null, "seq": 1, "raw": "{}", '
+    b'"new_sequence": false}',
+    b'{"ts": "2026-12-06T01:00:00", "peer": "p", "session": null, "seq": 1, "raw": "{}", '
+    b'"new_sequence": 1}',
 ])
 def test_a_line_no_gateway_wrote_is_a_value_error(data):
     with pytest.raises(ValueError):

@@ -28,7 +28,7 @@ from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper
 from co2unit_server.gateways.ws_format import WsLine
 from co2unit_server.gateways.ws_gateway import WsGateway
-from co2unit_server.gateways.ws_seqs import SAVED_FILE, stored_seqs
+from co2unit_server.gateways.ws_seqs import SAVED_FILE, read_state
 from co2unit_server.launcher import GatewayProcess, free_port
 from co2unit_server.rawlog import GroupCommit, log_files
 
@@ -233,8 +233,11 @@ def test_a_clean_restart_takes_the_saved_seqs_while_the_log_holds(gateway_factor
     saved = gateway.var_dir / SAVED_FILE
     state = json.loads(saved.read_text())
     assert state["devices"]["dev-1"]["seqs"] == [[0, 4]]
+    assert (state["devices"]["dev-1"]["newest"], state["devices"]["dev-1"]["floor"]) == (
+        "2026-12-06T01:00:04.000000", 0)
     # That the next start takes them, shown with a seq the log does not have: taken as stored.
     state["devices"]["dev-1"]["seqs"] = [[0, 4], [7, 7]]
+    state["devices"]["dev-1"]["newest"] = "2026-12-06T01:00:07.000000"
     saved.write_text(json.dumps(state))
     gateway.start()
     assert not saved.exists()  # taken: a crash from now on leaves every log to be read
@@ -293,6 +296,93 @@ def test_a_seq_below_the_highest_never_stored_is_out_of_order(gateway_factory):
         ws.send(message(6))
         assert recv(ws) == {"type": "ack", "seq": 6}  # still open
     assert [line.seq for line in lines(gateway)] == [5, 6]
+
+
+def restarted(seq: int, minutes: int = 60) -> str:
+    """Message `seq` of the device after a restart `minutes` from T0 (its seqs begin again; its
+    co2 is 1000 + seq)."""
+    at = T0 + timedelta(minutes=minutes, seconds=seq)
+    return message(seq, value=1000.0 + seq, at=at.isoformat().replace("+00:00", "Z"))
+
+
+def acks(ws: ClientConnection, count: int) -> list[int]:
+    return [recv(ws)["seq"] for _ in range(count)]
+
+
+def test_a_device_that_starts_its_seqs_again_is_stored(gateway_factory):
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        for seq in range(1, 6):
+            ws.send(message(seq))
+        assert acks(ws, 5) == [1, 2, 3, 4, 5]
+    with device(gateway) as ws:  # restarted (a battery swap): its seqs begin at 1 again
+        for seq in (1, 2, 3, 3):  # and a resend of the new 3
+            ws.send(restarted(seq))
+        assert acks(ws, 4) == [1, 2, 3, 3]
+    assert len(stored_values(gateway, count=8)) == 8  # in the table before the kill
+    gateway.kill(signal.SIGKILL)
+    gateway.start()  # the new sequence read from the raw log
+    with device(gateway) as ws:
+        ws.send(restarted(3))  # its ack was lost with the kill: a resend
+        ws.send(restarted(4))
+        assert acks(ws, 2) == [3, 4]
+    assert gateway.stop() == 0
+    gateway.start()  # the new sequence as saved at the stop
+    with device(gateway) as ws:
+        ws.send(restarted(4))
+        ws.send(restarted(5))
+        assert acks(ws, 2) == [4, 5]
+    assert gateway.stop() == 0
+    assert [(line.seq, line.new_sequence) for line in lines(gateway)] == [
+        (1, False), (2, False), (3, False), (4, False), (5, False),
+        (1, True), (2, False), (3, False), (4, False), (5, False)]
+    assert stored_values(gateway, count=10) == [1.0, 2.0, 3.0, 4.0, 5.0,
+                                                1001.0, 1002.0, 1003.0, 1004.0, 1005.0]
+
+
+def test_a_restarted_device_whose_clock_is_behind_is_stored(gateway_factory):
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        for seq in (1, 2, 3):
+            ws.send(message(seq))
+        assert acks(ws, 3) == [1, 2, 3]
+    with device(gateway) as ws:  # everything below 4 was acknowledged: it begins with 4
+        for seq in (4, 5, 6):
+            ws.send(message(seq))
+        assert acks(ws, 3) == [4, 5, 6]
+    assert len(stored_values(gateway, count=6)) == 6  # in the table before the kill
+    gateway.kill(signal.SIGKILL)  # what it sent first on its last connection: from the log
+    gateway.start()
+    with device(gateway) as ws:  # restarted, its clock an hour behind: readings look old,
+        ws.send(restarted(1, minutes=-60))  # but a device resends nothing below 4 now
+        ws.send(restarted(2, minutes=-60))
+        assert acks(ws, 2) == [1, 2]
+    assert gateway.stop() == 0
+    gateway.start()
+    with device(gateway) as ws:
+        ws.send(restarted(2, minutes=-60))  # a resend after all
+        ws.send(restarted(3, minutes=-60))
+        ws.send(restarted(0, minutes=-60))  # below, never stored, not first: out of order
+        assert acks(ws, 2) == [2, 3]
+        assert recv(ws)["error"] == "OUT_OF_ORDER"
+    assert [(line.seq, line.new_sequence) for line in lines(gateway)] == [
+        (1, False), (2, False), (3, False), (4, False), (5, False), (6, False),
+        (1, True), (2, False), (3, False)]
+    assert stored_values(gateway, count=9) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
+                                               1001.0, 1002.0, 1003.0]
+
+
+def test_a_message_of_readings_without_values_is_acked_and_stored_once(gateway_factory):
+    empty = json.dumps({"type": "readings", "seq": 1, "readings": [
+        {"ts": "2026-12-06T01:00:01Z", "values": {}}]})
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        ws.send(empty)
+        ws.send(empty)
+        ws.send(message(2))
+        assert acks(ws, 3) == [1, 1, 2]
+    assert [line.seq for line in lines(gateway)] == [1, 2]
+    assert "failed" not in gateway.log_text()
 
 
 @pytest.mark.parametrize(("sent", "code"), [
@@ -671,7 +761,7 @@ def inside(tmp_path: Path, client, fail_first_syncs: int = 0) -> tuple[object, _
                 failures[0] -= 1
                 raise OSError(5, "Input/output error")
             gateway.rawlog.sync()
-            durable.update(stored_seqs(device_dir))
+            durable.update(read_state(device_dir).seqs)
 
         gateway.commit = GroupCommit(sync, config.raw_log_sync_ms / 1000)
         await gateway.start()

@@ -2,7 +2,8 @@
 
 Pure functions: the gateway checks what a device sends with them, and the importer reads the
 raw log (JSON lines: `{"ts", "peer", "session", "seq", "raw"}`, `raw` the readings message
-exactly as received) with the same ones, so a rebuild from the logs gives the same rows.
+exactly as received, and `"new_sequence": true` on the first line of a device's new sequence of
+seqs) with the same ones, so a rebuild from the logs gives the same rows.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def command(name: str, session: str, at: str) -> str:
 
 
 _LINE_KEYS = {"ts", "peer", "session", "seq", "raw"}
+_MARKED_KEYS = _LINE_KEYS | {"new_sequence"}
 _quoted = json.encoder.encode_basestring  # a JSON string, as json.dumps(ensure_ascii=False)
 
 
@@ -148,21 +150,28 @@ class WsLine(NamedTuple):
     session: str | None
     seq: int
     raw: str  # the message's text
+    # The device started its seqs again here (ws_gateway): the seqs before it are another
+    # sequence's. Written only when true, so every line before it is as it was.
+    new_sequence: bool = False
 
     def encode(self) -> bytes:
-        # json.dumps(ensure_ascii=False) of the five keys, written out: half its cost.
+        # json.dumps(ensure_ascii=False) of the keys, written out: half its cost.
         session = "null" if self.session is None else _quoted(self.session)
+        marker = ', "new_sequence": true' if self.new_sequence else ""
         return (f'{{"ts": {_quoted(self.ts)}, "peer": {_quoted(self.peer)}, "session": '
-                f'{session}, "seq": {self.seq:d}, "raw": {_quoted(self.raw)}}}\n'
+                f'{session}, "seq": {self.seq:d}{marker}, "raw": {_quoted(self.raw)}}}\n'
                 ).encode()
 
     @classmethod
     def parse(cls, line: bytes) -> WsLine:
         """The line's fields; ValueError for a line no gateway wrote (torn, edited)."""
         data = json.loads(line)
-        if not isinstance(data, dict) or set(data) != _LINE_KEYS:
-            raise ValueError(f"not a JSON object of {', '.join(sorted(_LINE_KEYS))}")
-        fields = cls(data["ts"], data["peer"], data["session"], data["seq"], data["raw"])
+        if not isinstance(data, dict) or (set(data) != _LINE_KEYS and (
+                set(data) != _MARKED_KEYS or data["new_sequence"] is not True)):
+            raise ValueError(f"not a JSON object of {', '.join(sorted(_LINE_KEYS))} "
+                             '(and "new_sequence": true)')
+        fields = cls(data["ts"], data["peer"], data["session"], data["seq"], data["raw"],
+                     "new_sequence" in data)
         if (not all(isinstance(v, str) for v in (fields.peer, fields.raw))
                 or not isinstance(fields.session, str | None)
                 or isinstance(fields.seq, bool) or not isinstance(fields.seq, int)):
