@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -24,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from co2unit_server.config import load_config
+from co2unit_server.gateways import ws_format, ws_gateway
 from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper
 from co2unit_server.gateways.ws_format import WsLine
@@ -821,3 +824,45 @@ def test_a_failed_fsync_acks_nothing_and_the_resend_is_kept(tmp_path):
     logged = [WsLine.parse(raw).seq for raw in
               (tmp_path / "remote_data/ws/dev-1/0000.log").read_bytes().splitlines()]
     assert logged == [0, 0, 1]  # kept again: the first may never have reached the disk
+
+
+# --- the protocol document --------------------------------------------------------------------
+
+GATEWAY_SOURCES = [Path(ws_gateway.__file__), Path(ws_format.__file__)]
+PROTOCOL_DOC = Path(__file__).parents[1] / "docs" / "websocket.md"
+ERROR_CALLS = {"MessageError", "refuse", "error"}  # error code first: MessageError(code, ...)
+ERROR_CODE = re.compile(r"[A-Z][A-Z_]+")  # (log.error's first argument is a text)
+
+
+def _called(node: ast.Call) -> str:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+
+
+def gateway_codes() -> tuple[set[str], set[int]]:
+    """The error codes the gateway's code sends, and the close codes it names (any integer
+    literal in the WebSocket close code ranges: a call's argument, a constant, a comparison)."""
+    errors: set[str] = set()
+    closes: set[int] = set()
+    for path in GATEWAY_SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and _called(node) in ERROR_CALLS and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and ERROR_CODE.fullmatch(str(first.value)):
+                    errors.add(first.value)
+            if (isinstance(node, ast.Constant) and type(node.value) is int
+                    and (1000 <= node.value <= 1015 or 4000 <= node.value <= 4999)):
+                closes.add(node.value)
+    return errors, closes
+
+
+def test_the_protocol_document_lists_every_error_and_close_code():
+    errors, closes = gateway_codes()
+    assert {"BAD_JSON", "OUT_OF_ORDER", "BAD_TOKEN", "HELLO_TIMEOUT"} <= errors  # found at all
+    assert {1001, 1008, 1009, 1011, 4401, 4409} <= closes
+    text = PROTOCOL_DOC.read_text()
+    table_codes = set(re.findall(r"^\| `([A-Z_]+)` \|", text, re.MULTILINE))
+    table_closes = {int(c) for c in re.findall(r"^\| (\d{4}) \|", text, re.MULTILINE)}
+    assert errors <= table_codes, f"not in {PROTOCOL_DOC.name}'s error table"
+    assert closes <= table_closes, f"not in {PROTOCOL_DOC.name}'s close code table"
+    assert "../shared" not in text
