@@ -1,4 +1,4 @@
-"""The streaming devices' WebSocket messages (GATEWAYS.md §3) and their raw log lines.
+"""The streaming devices' WebSocket messages (docs/websocket.md) and their raw log lines.
 
 Pure functions: the gateway checks what a device sends with them, and the importer reads the
 raw log (JSON lines: `{"ts", "peer", "session", "seq", "raw"}`, `raw` the readings message

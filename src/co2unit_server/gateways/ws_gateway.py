@@ -1,4 +1,4 @@
-"""The WebSocket gateway of the streaming devices (GATEWAYS.md §3).
+"""The WebSocket gateway of the streaming devices (docs/websocket.md).
 
 A device connects to `/`, says `hello`, gets `welcome` (with the running session, if any),
 then streams `readings` messages, each with a `seq` that increases per device, without
