@@ -188,6 +188,19 @@ def test_interpret():
                     Measurement("lab-1", "ws", TS, "rh", 40.0, "ws/lab-1/0000.log:3", "s-1")]
 
 
+def test_values_of_a_name_at_one_time_are_counted_and_the_receipt_says_so():
+    message = readings(4, [
+        {"ts": "2026-12-06T01:00:00Z", "values": {"co2": 415.5, "rh": 40}},
+        {"ts": "2026-12-06T02:00:00+01:00", "values": {"co2": 416.0, "temp": 21.0}},  # same time
+        {"ts": "2026-12-06T01:00:01Z", "values": {"co2": 417.0}}])
+    checked = ws_format.check_readings(message)
+    assert (len(checked.rows), checked.repeats) == (5, 1)
+    receipt, rows = ws_format.interpret(line(json.dumps(message)), "lab-1", "src")
+    assert (receipt.verdict, receipt.stored, len(rows)) == ("partial", 4, 5)
+    assert receipt.detail.startswith("seq 4: 1 value(s) at a name and time the message has")
+    assert ws_format.check_readings(readings(5)).repeats == 0  # one reading: never
+
+
 def test_interpret_an_edited_line():
     receipt, rows = ws_format.interpret(line('{"type": "readings"}', None), "lab-1", "src")
     assert (receipt.verdict, receipt.stored, rows) == ("bad", 0, [])

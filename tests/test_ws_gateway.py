@@ -388,6 +388,20 @@ def test_a_message_of_readings_without_values_is_acked_and_stored_once(gateway_f
     assert "failed" not in gateway.log_text()
 
 
+def test_values_of_a_name_at_one_time_in_a_message_make_a_partial_receipt(gateway_factory):
+    twice = json.dumps({"type": "readings", "seq": 1, "readings": [
+        {"ts": "2026-12-06T01:00:01Z", "values": {"co2": 1.0}},
+        {"ts": "2026-12-06T01:00:01Z", "values": {"co2": 2.0}}]})  # a clock coarser than this
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        ws.send(twice)
+        assert acks(ws, 1) == [1]
+    assert [line.raw for line in lines(gateway)] == [twice]  # both values in the raw log
+    assert stored_values(gateway, count=1) == [1.0]  # one value per name and time: the first
+    assert wait_for(lambda: query(gateway, "SELECT verdict, stored FROM gateway_receipts")) == [
+        ("partial", 1)]
+
+
 @pytest.mark.parametrize(("sent", "code"), [
     ("{not json", "BAD_JSON"),
     (json.dumps({"type": "status"}), "UNKNOWN_TYPE"),

@@ -40,6 +40,9 @@ class Hello:
 class Readings(NamedTuple):  # made for each message: see WsLine
     seq: int
     rows: tuple[tuple[str, str, float], ...]  # (UTC ts text, name, value)
+    # Values of a name at a time another value of the message has: `measurements` keeps one
+    # value per device, name and time (the first), the raw log keeps them.
+    repeats: int = 0
 
 
 def parse(text: str | bytes) -> dict[str, Any]:
@@ -116,7 +119,9 @@ def check_readings(message: dict[str, Any]) -> Readings:
             rows += [(ts, name, _value(name, raw)) for name, raw in values.items()]
     except ValueError as exc:
         raise MessageError("BAD_MESSAGE", f"seq {seq}: {exc}") from None
-    return Readings(seq, tuple(rows))
+    # values is an object (unique names): a name repeats only in readings of one time.
+    repeats = len(rows) - len({row[:2] for row in rows}) if len(readings) > 1 else 0
+    return Readings(seq, tuple(rows), repeats)
 
 
 def welcome(session: dict[str, str] | None) -> str:
@@ -197,5 +202,10 @@ def stored(readings: Readings, line: WsLine, device: str,
     session = line.session
     values = [(device, FAMILY, ts, name, value, source, session)
               for ts, name, value in readings.rows]
+    if readings.repeats:  # the store keeps the first of each: say so, not "ok"
+        return (Receipt(source, device, FAMILY, line.ts, "partial",
+                        len(values) - readings.repeats, None,
+                        f"seq {readings.seq}: {readings.repeats} value(s) at a name and time "
+                        "the message has already, kept in the raw log only"), values)
     return (Receipt(source, device, FAMILY, line.ts, "ok", len(values), None,
                     f"seq {readings.seq}"), values)
