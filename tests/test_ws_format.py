@@ -67,7 +67,7 @@ def test_readings_rows_in_utc():
     checked = ws_format.check_readings(readings(3, [
         {"ts": "2026-12-06T02:00:00+01:00", "values": {"co2": 415.5, "rh": 40}},
         {"ts": "2026-12-06T01:00:01.5Z", "values": {}}]))
-    assert checked == ws_format.Readings(3, ((TS, "co2", 415.5), (TS, "rh", 40.0)))
+    assert checked == ws_format.Readings(3, ((TS, "co2", 415.5), (TS, "rh", 40.0)), 0, TS)
     assert isinstance(checked.rows[1][2], float)
 
 
@@ -194,7 +194,8 @@ def test_values_of_a_name_at_one_time_are_counted_and_the_receipt_says_so():
         {"ts": "2026-12-06T02:00:00+01:00", "values": {"co2": 416.0, "temp": 21.0}},  # same time
         {"ts": "2026-12-06T01:00:01Z", "values": {"co2": 417.0}}])
     checked = ws_format.check_readings(message)
-    assert (len(checked.rows), checked.repeats) == (5, 1)
+    assert (len(checked.rows), checked.repeats, checked.newest) == (
+        5, 1, "2026-12-06T01:00:01.000000")
     receipt, rows = ws_format.interpret(line(json.dumps(message)), "lab-1", "src")
     assert (receipt.verdict, receipt.stored, len(rows)) == ("partial", 4, 5)
     assert receipt.detail.startswith("seq 4: 1 value(s) at a name and time the message has")

@@ -43,6 +43,7 @@ class Readings(NamedTuple):  # made for each message: see WsLine
     # Values of a name at a time another value of the message has: `measurements` keeps one
     # value per device, name and time (the first), the raw log keeps them.
     repeats: int = 0
+    newest: str | None = None  # the newest time of a value (None: none has one)
 
 
 def parse(text: str | bytes) -> dict[str, Any]:
@@ -110,6 +111,7 @@ def check_readings(message: dict[str, Any]) -> Readings:
     if type(readings) is not list or not readings or len(readings) > MAX_READINGS:
         raise MessageError("BAD_MESSAGE", f"readings must be a list of 1-{MAX_READINGS}")
     rows: list[tuple[str, str, float]] = []
+    newest = None
     try:
         for reading in readings:
             values = reading.get("values") if type(reading) is dict else None
@@ -117,11 +119,13 @@ def check_readings(message: dict[str, Any]) -> Readings:
                 raise ValueError('each reading is {"ts": ..., "values": {name: number}}')
             ts = utc_text(reading.get("ts"))
             rows += [(ts, name, _value(name, raw)) for name, raw in values.items()]
+            if values and (newest is None or ts > newest):  # per reading, not per value
+                newest = ts
     except ValueError as exc:
         raise MessageError("BAD_MESSAGE", f"seq {seq}: {exc}") from None
     # values is an object (unique names): a name repeats only in readings of one time.
     repeats = len(rows) - len({row[:2] for row in rows}) if len(readings) > 1 else 0
-    return Readings(seq, tuple(rows), repeats)
+    return Readings(seq, tuple(rows), repeats, newest)
 
 
 def welcome(session: dict[str, str] | None) -> str:

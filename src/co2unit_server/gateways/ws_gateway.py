@@ -155,10 +155,9 @@ class _Device:
         self.recent.append(seq)
         self.recent_set.add(seq)
         self.highest = seq if self.highest is None else max(self.highest, seq)
-        if readings.rows:  # (readings may hold no values)
-            newest = max(readings.rows)[0]
-            if self.newest is None or newest > self.newest:
-                self.newest = newest
+        newest = readings.newest
+        if newest is not None and (self.newest is None or newest > self.newest):
+            self.newest = newest
         self.anew = False
 
     def seq_state(self) -> SeqState:
