@@ -29,9 +29,9 @@ from co2unit_server.config import load_config
 from co2unit_server.gateways import ws_format, ws_gateway
 from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper
-from co2unit_server.gateways.ws_format import WsLine
-from co2unit_server.gateways.ws_gateway import WsGateway
-from co2unit_server.gateways.ws_seqs import SAVED_FILE, read_state
+from co2unit_server.gateways.ws_format import Readings, WsLine
+from co2unit_server.gateways.ws_gateway import WsGateway, _Device
+from co2unit_server.gateways.ws_seqs import SAVED_FILE, SeqState, read_state
 from co2unit_server.launcher import GatewayProcess, free_port
 from co2unit_server.rawlog import GroupCommit, log_files
 
@@ -838,6 +838,20 @@ def test_a_failed_fsync_acks_nothing_and_the_resend_is_kept(tmp_path):
     logged = [WsLine.parse(raw).seq for raw in
               (tmp_path / "remote_data/ws/dev-1/0000.log").read_bytes().splitlines()]
     assert logged == [0, 0, 1]  # kept again: the first may never have reached the disk
+
+
+def test_a_new_sequence_whose_first_line_is_forgotten_marks_the_next_line_again():
+    device = _Device("dev-1", SeqState((1, 2, 3), "2026-12-06T01:00:03.000000", 1))
+    later = "2026-12-06T02:00:01.000000"
+    restart = Readings(1, ((later, "co2", 1.0),), 0, later)
+    assert device.is_new(restart, first=True) and device.anew  # newer than all: a new sequence
+    device.stored(restart)
+    assert (device.anew, device.highest, device.seq_state().seqs) == (False, 1, (1,))
+    device.forget({1})  # its round's fsync failed: the line may not be on disk
+    assert device.anew and device.is_new(restart, first=True)  # the resend is marked again
+    device.stored(restart)
+    device.forget({7})  # a round of other seqs: the sequence's first line holds
+    assert not device.anew
 
 
 # --- the protocol document --------------------------------------------------------------------
