@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bare_ws_echo.py PORT
 
-It speaks just enough of GATEWAYS.md §3 for the devices: a `welcome` (no session) for the
+It speaks just enough of docs/websocket.md for the devices: a `welcome` (no session) for the
 `hello`, an `ack` of its seq for each `readings` message at once (parsed as JSON, as any server
 must to learn the seq), an `error` for anything else. Its connection settings are the
 gateway's defaults (ws_max_message_bytes, ws_keepalive_seconds). Prints "ready" once it

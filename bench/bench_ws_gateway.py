@@ -8,7 +8,7 @@
 The servers: ours, the real gateway process (`co2unit-server gateways`: an ack once the
 message is fsynced in its raw log, then stored in SQLite), and echo (bench/bare_ws_echo.py:
 parses each message and acks it at once, stores nothing: the limit of `websockets` itself).
-The devices are bench/lean_ws_devices.py's: the GATEWAYS.md §3 exchange of simulate-ws's
+The devices are bench/lean_ws_devices.py's: the docs/websocket.md exchange of simulate-ws's
 devices (simulator/ws_devices.py), without faults, one reading of three values a message, each
 at its own phase of the period (not in step), but written by hand on asyncio protocols (an
 RFC 6455 client, no extensions): the `websockets` client library costs too much CPU per message

@@ -1,11 +1,11 @@
-"""What a streaming device's first hello after a restart costs: its seqs read from its raw log,
-or taken from what the gateway saved at its last clean stop (gateways/ws_seqs.py).
+"""What a streaming device's first hello after a restart costs: its seq state read from its raw
+log, or taken from what the gateway saved at its last clean stop (gateways/ws_seqs.py).
 
     .venv/bin/python bench/bench_ws_seqs.py [--devices 100] [--lines 12000] [--files 4]
 
 Writes the devices' raw logs (each line as the gateway writes it) in a temp dir, then times,
-per device, the scan (stored_seqs) and the saved path (holds_for and seqs()), and checks that
-both give the same seqs. Prints the figures and their ratio.
+per device, the scan (read_state) and the saved path (holds_for and state()), and checks that
+both give the same state. Prints the figures and their ratio.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from co2unit_server.gateways.ws_format import WsLine
-from co2unit_server.gateways.ws_seqs import SavedSeqs, stored_seqs
+from co2unit_server.gateways.ws_seqs import SavedSeqs, read_state
 
 
 def write_logs(device_dir: Path, lines: int, files: int) -> None:
@@ -43,18 +43,18 @@ def main() -> None:
         for device_dir in dirs:
             write_logs(device_dir, args.lines, args.files)
         started = time.perf_counter()
-        scanned = [stored_seqs(device_dir) for device_dir in dirs]
+        scanned = [read_state(device_dir) for device_dir in dirs]
         scan_s = time.perf_counter() - started
-        saved = [SavedSeqs.of(device_dir, seqs) for device_dir, seqs in zip(dirs, scanned,
+        saved = [SavedSeqs.of(device_dir, state) for device_dir, state in zip(dirs, scanned,
                                                                            strict=True)]
         started = time.perf_counter()
-        taken = [s.seqs() for s, device_dir in zip(saved, dirs, strict=True)
+        taken = [s.state() for s, device_dir in zip(saved, dirs, strict=True)
                  if s is not None and s.holds_for(device_dir)]
         saved_s = time.perf_counter() - started
-    assert taken == scanned, "the saved seqs differ from the scan's"
+    assert taken == scanned, "the saved state differs from the scan's"
     per = 1000 / args.devices
     print(f"{args.devices} devices, {args.lines} lines in {args.files} files each, "
-          f"{len(scanned[0])} seqs kept per device")
+          f"{len(scanned[0].seqs)} seqs kept per device")
     print(f"read from the raw log:      {scan_s * per:8.2f} ms per device")
     print(f"saved at the last stop:     {saved_s * per:8.2f} ms per device")
     fleet = 1000 / args.devices  # the whole run scaled to 1,000 devices, in seconds

@@ -4,7 +4,7 @@ The simulator's devices (simulator/ws_devices.py) use the full `websockets` clie
 task per device, a sleep per tick, the library's frame machinery per message. That costs too
 much CPU per message: on this 2-CPU machine their client processes took about 1.2 cores to
 drive 10,000 msg/s, leaving the server under test too little, so the benchmark measured the
-client. These devices speak the same GATEWAYS.md §3 exchange, as an honest WebSocket client
+client. These devices speak the same docs/websocket.md exchange, as an honest WebSocket client
 over real loopback TCP, for about a third of that (one process: ~0.4 core for 10,000 msg/s):
 
 - one protocol per device (loop.create_connection); the HTTP/1.1 upgrade written by hand (no

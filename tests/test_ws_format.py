@@ -67,7 +67,7 @@ def test_readings_rows_in_utc():
     checked = ws_format.check_readings(readings(3, [
         {"ts": "2026-12-06T02:00:00+01:00", "values": {"co2": 415.5, "rh": 40}},
         {"ts": "2026-12-06T01:00:01.5Z", "values": {}}]))
-    assert checked == ws_format.Readings(3, ((TS, "co2", 415.5), (TS, "rh", 40.0)))
+    assert checked == ws_format.Readings(3, ((TS, "co2", 415.5), (TS, "rh", 40.0)), 0, TS)
     assert isinstance(checked.rows[1][2], float)
 
 
@@ -151,6 +151,14 @@ def test_a_line_round_trips():
         assert WsLine.parse(data) == original
 
 
+def test_the_first_line_of_a_new_sequence_is_marked_and_no_other():
+    first = line("{}")._replace(new_sequence=True)
+    assert json.loads(first.encode())["new_sequence"] is True
+    assert WsLine.parse(first.encode()) == first
+    assert "new_sequence" not in json.loads(line("{}").encode())
+    assert not WsLine.parse(line("{}").encode()).new_sequence
+
+
 @pytest.mark.parametrize("data", [
     b"", b"{", b"[]", b'"x"', b"\xff\xfe",
     b'{"ts": "2026-12-06T01:00:00", "peer": "p", "session": null, "seq": 1}',
@@ -161,6 +169,10 @@ def test_a_line_round_trips():
     b'{"ts": "noon", "peer": "p", "session": null, "seq": 1, "raw": "{}"}',
     b'{"ts": "2026-12-06T01:00:00", "peer": "p", "session": null, "seq": 1, "raw": "{}", '
     b'"x": 1}',
+    b'{"ts": "2026-12-06T01:00:00", "peer": "p", "session": null, "seq": 1, "raw": "{}", '
+    b'"new_sequence": false}',
+    b'{"ts": "2026-12-06T01:00:00", "peer": "p", "session": null, "seq": 1, "raw": "{}", '
+    b'"new_sequence": 1}',
 ])
 def test_a_line_no_gateway_wrote_is_a_value_error(data):
     with pytest.raises(ValueError):
@@ -174,6 +186,20 @@ def test_interpret():
                                         "seq 4")
     assert rows == [Measurement("lab-1", "ws", TS, "co2", 415.5, "ws/lab-1/0000.log:3", "s-1"),
                     Measurement("lab-1", "ws", TS, "rh", 40.0, "ws/lab-1/0000.log:3", "s-1")]
+
+
+def test_values_of_a_name_at_one_time_are_counted_and_the_receipt_says_so():
+    message = readings(4, [
+        {"ts": "2026-12-06T01:00:00Z", "values": {"co2": 415.5, "rh": 40}},
+        {"ts": "2026-12-06T02:00:00+01:00", "values": {"co2": 416.0, "temp": 21.0}},  # same time
+        {"ts": "2026-12-06T01:00:01Z", "values": {"co2": 417.0}}])
+    checked = ws_format.check_readings(message)
+    assert (len(checked.rows), checked.repeats, checked.newest) == (
+        5, 1, "2026-12-06T01:00:01.000000")
+    receipt, rows = ws_format.interpret(line(json.dumps(message)), "lab-1", "src")
+    assert (receipt.verdict, receipt.stored, len(rows)) == ("partial", 4, 5)
+    assert receipt.detail.startswith("seq 4: 1 value(s) at a name and time the message has")
+    assert ws_format.check_readings(readings(5)).repeats == 0  # one reading: never
 
 
 def test_interpret_an_edited_line():

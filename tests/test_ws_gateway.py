@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -24,11 +26,12 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from co2unit_server.config import load_config
+from co2unit_server.gateways import ws_format, ws_gateway
 from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper
-from co2unit_server.gateways.ws_format import WsLine
-from co2unit_server.gateways.ws_gateway import WsGateway
-from co2unit_server.gateways.ws_seqs import SAVED_FILE, stored_seqs
+from co2unit_server.gateways.ws_format import Readings, WsLine
+from co2unit_server.gateways.ws_gateway import WsGateway, _Device
+from co2unit_server.gateways.ws_seqs import SAVED_FILE, SeqState, read_state
 from co2unit_server.launcher import GatewayProcess, free_port
 from co2unit_server.rawlog import GroupCommit, log_files
 
@@ -233,8 +236,11 @@ def test_a_clean_restart_takes_the_saved_seqs_while_the_log_holds(gateway_factor
     saved = gateway.var_dir / SAVED_FILE
     state = json.loads(saved.read_text())
     assert state["devices"]["dev-1"]["seqs"] == [[0, 4]]
+    assert (state["devices"]["dev-1"]["newest"], state["devices"]["dev-1"]["floor"]) == (
+        "2026-12-06T01:00:04.000000", 0)
     # That the next start takes them, shown with a seq the log does not have: taken as stored.
     state["devices"]["dev-1"]["seqs"] = [[0, 4], [7, 7]]
+    state["devices"]["dev-1"]["newest"] = "2026-12-06T01:00:07.000000"
     saved.write_text(json.dumps(state))
     gateway.start()
     assert not saved.exists()  # taken: a crash from now on leaves every log to be read
@@ -293,6 +299,107 @@ def test_a_seq_below_the_highest_never_stored_is_out_of_order(gateway_factory):
         ws.send(message(6))
         assert recv(ws) == {"type": "ack", "seq": 6}  # still open
     assert [line.seq for line in lines(gateway)] == [5, 6]
+
+
+def restarted(seq: int, minutes: int = 60) -> str:
+    """Message `seq` of the device after a restart `minutes` from T0 (its seqs begin again; its
+    co2 is 1000 + seq)."""
+    at = T0 + timedelta(minutes=minutes, seconds=seq)
+    return message(seq, value=1000.0 + seq, at=at.isoformat().replace("+00:00", "Z"))
+
+
+def acks(ws: ClientConnection, count: int) -> list[int]:
+    return [recv(ws)["seq"] for _ in range(count)]
+
+
+def test_a_device_that_starts_its_seqs_again_is_stored(gateway_factory):
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        for seq in range(1, 6):
+            ws.send(message(seq))
+        assert acks(ws, 5) == [1, 2, 3, 4, 5]
+    with device(gateway) as ws:  # restarted (a battery swap): its seqs begin at 1 again
+        for seq in (1, 2, 3, 3):  # and a resend of the new 3
+            ws.send(restarted(seq))
+        assert acks(ws, 4) == [1, 2, 3, 3]
+    assert len(stored_values(gateway, count=8)) == 8  # in the table before the kill
+    gateway.kill(signal.SIGKILL)
+    gateway.start()  # the new sequence read from the raw log
+    with device(gateway) as ws:
+        ws.send(restarted(3))  # its ack was lost with the kill: a resend
+        ws.send(restarted(4))
+        assert acks(ws, 2) == [3, 4]
+    assert gateway.stop() == 0
+    gateway.start()  # the new sequence as saved at the stop
+    with device(gateway) as ws:
+        ws.send(restarted(4))
+        ws.send(restarted(5))
+        assert acks(ws, 2) == [4, 5]
+    assert gateway.stop() == 0
+    assert [(line.seq, line.new_sequence) for line in lines(gateway)] == [
+        (1, False), (2, False), (3, False), (4, False), (5, False),
+        (1, True), (2, False), (3, False), (4, False), (5, False)]
+    assert stored_values(gateway, count=10) == [1.0, 2.0, 3.0, 4.0, 5.0,
+                                                1001.0, 1002.0, 1003.0, 1004.0, 1005.0]
+
+
+def test_a_restarted_device_whose_clock_is_behind_is_stored(gateway_factory):
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        for seq in (1, 2, 3):
+            ws.send(message(seq))
+        assert acks(ws, 3) == [1, 2, 3]
+    with device(gateway) as ws:  # everything below 4 was acknowledged: it begins with 4
+        for seq in (4, 5, 6):
+            ws.send(message(seq))
+        assert acks(ws, 3) == [4, 5, 6]
+    assert len(stored_values(gateway, count=6)) == 6  # in the table before the kill
+    gateway.kill(signal.SIGKILL)  # what it sent first on its last connection: from the log
+    gateway.start()
+    with device(gateway) as ws:  # restarted, its clock an hour behind: readings look old,
+        ws.send(restarted(1, minutes=-60))  # but a device resends nothing below 4 now
+        ws.send(restarted(2, minutes=-60))
+        assert acks(ws, 2) == [1, 2]
+    assert gateway.stop() == 0
+    gateway.start()
+    with device(gateway) as ws:
+        ws.send(restarted(2, minutes=-60))  # a resend after all
+        ws.send(restarted(3, minutes=-60))
+        ws.send(restarted(0, minutes=-60))  # below, never stored, not first: out of order
+        assert acks(ws, 2) == [2, 3]
+        assert recv(ws)["error"] == "OUT_OF_ORDER"
+    assert [(line.seq, line.new_sequence) for line in lines(gateway)] == [
+        (1, False), (2, False), (3, False), (4, False), (5, False), (6, False),
+        (1, True), (2, False), (3, False)]
+    assert stored_values(gateway, count=9) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0,
+                                               1001.0, 1002.0, 1003.0]
+
+
+def test_a_message_of_readings_without_values_is_acked_and_stored_once(gateway_factory):
+    empty = json.dumps({"type": "readings", "seq": 1, "readings": [
+        {"ts": "2026-12-06T01:00:01Z", "values": {}}]})
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        ws.send(empty)
+        ws.send(empty)
+        ws.send(message(2))
+        assert acks(ws, 3) == [1, 1, 2]
+    assert [line.seq for line in lines(gateway)] == [1, 2]
+    assert "failed" not in gateway.log_text()
+
+
+def test_values_of_a_name_at_one_time_in_a_message_make_a_partial_receipt(gateway_factory):
+    twice = json.dumps({"type": "readings", "seq": 1, "readings": [
+        {"ts": "2026-12-06T01:00:01Z", "values": {"co2": 1.0}},
+        {"ts": "2026-12-06T01:00:01Z", "values": {"co2": 2.0}}]})  # a clock coarser than this
+    gateway = start(gateway_factory)
+    with device(gateway) as ws:
+        ws.send(twice)
+        assert acks(ws, 1) == [1]
+    assert [line.raw for line in lines(gateway)] == [twice]  # both values in the raw log
+    assert stored_values(gateway, count=1) == [1.0]  # one value per name and time: the first
+    assert wait_for(lambda: query(gateway, "SELECT verdict, stored FROM gateway_receipts")) == [
+        ("partial", 1)]
 
 
 @pytest.mark.parametrize(("sent", "code"), [
@@ -671,7 +778,7 @@ def inside(tmp_path: Path, client, fail_first_syncs: int = 0) -> tuple[object, _
                 failures[0] -= 1
                 raise OSError(5, "Input/output error")
             gateway.rawlog.sync()
-            durable.update(stored_seqs(device_dir))
+            durable.update(read_state(device_dir).seqs)
 
         gateway.commit = GroupCommit(sync, config.raw_log_sync_ms / 1000)
         await gateway.start()
@@ -731,3 +838,59 @@ def test_a_failed_fsync_acks_nothing_and_the_resend_is_kept(tmp_path):
     logged = [WsLine.parse(raw).seq for raw in
               (tmp_path / "remote_data/ws/dev-1/0000.log").read_bytes().splitlines()]
     assert logged == [0, 0, 1]  # kept again: the first may never have reached the disk
+
+
+def test_a_new_sequence_whose_first_line_is_forgotten_marks_the_next_line_again():
+    device = _Device("dev-1", SeqState((1, 2, 3), "2026-12-06T01:00:03.000000", 1))
+    later = "2026-12-06T02:00:01.000000"
+    restart = Readings(1, ((later, "co2", 1.0),), 0, later)
+    assert device.is_new(restart, first=True) and device.anew  # newer than all: a new sequence
+    device.stored(restart)
+    assert (device.anew, device.highest, device.seq_state().seqs) == (False, 1, (1,))
+    device.forget({1})  # its round's fsync failed: the line may not be on disk
+    assert device.anew and device.is_new(restart, first=True)  # the resend is marked again
+    device.stored(restart)
+    device.forget({7})  # a round of other seqs: the sequence's first line holds
+    assert not device.anew
+
+
+# --- the protocol document --------------------------------------------------------------------
+
+GATEWAY_SOURCES = [Path(ws_gateway.__file__), Path(ws_format.__file__)]
+PROTOCOL_DOC = Path(__file__).parents[1] / "docs" / "websocket.md"
+ERROR_CALLS = {"MessageError", "refuse", "error"}  # error code first: MessageError(code, ...)
+ERROR_CODE = re.compile(r"[A-Z][A-Z_]+")  # (log.error's first argument is a text)
+
+
+def _called(node: ast.Call) -> str:
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+
+
+def gateway_codes() -> tuple[set[str], set[int]]:
+    """The error codes the gateway's code sends, and the close codes it names (any integer
+    literal in the WebSocket close code ranges: a call's argument, a constant, a comparison)."""
+    errors: set[str] = set()
+    closes: set[int] = set()
+    for path in GATEWAY_SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and _called(node) in ERROR_CALLS and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and ERROR_CODE.fullmatch(str(first.value)):
+                    errors.add(first.value)
+            if (isinstance(node, ast.Constant) and type(node.value) is int
+                    and (1000 <= node.value <= 1015 or 4000 <= node.value <= 4999)):
+                closes.add(node.value)
+    return errors, closes
+
+
+def test_the_protocol_document_lists_every_error_and_close_code():
+    errors, closes = gateway_codes()
+    assert {"BAD_JSON", "OUT_OF_ORDER", "BAD_TOKEN", "HELLO_TIMEOUT"} <= errors  # found at all
+    assert {1001, 1008, 1009, 1011, 4401, 4409} <= closes
+    text = PROTOCOL_DOC.read_text()
+    table_codes = set(re.findall(r"^\| `([A-Z_]+)` \|", text, re.MULTILINE))
+    table_closes = {int(c) for c in re.findall(r"^\| (\d{4}) \|", text, re.MULTILINE)}
+    assert errors <= table_codes, f"not in {PROTOCOL_DOC.name}'s error table"
+    assert closes <= table_closes, f"not in {PROTOCOL_DOC.name}'s close code table"
+    assert "../shared" not in text

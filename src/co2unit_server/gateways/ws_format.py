@@ -1,8 +1,9 @@
-"""The streaming devices' WebSocket messages (GATEWAYS.md §3) and their raw log lines.
+"""The streaming devices' WebSocket messages (docs/websocket.md) and their raw log lines.
 
 Pure functions: the gateway checks what a device sends with them, and the importer reads the
 raw log (JSON lines: `{"ts", "peer", "session", "seq", "raw"}`, `raw` the readings message
-exactly as received) with the same ones, so a rebuild from the logs gives the same rows.
+exactly as received, and `"new_sequence": true` on the first line of a device's new sequence of
+seqs) with the same ones, so a rebuild from the logs gives the same rows.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class Hello:
 class Readings(NamedTuple):  # made for each message: see WsLine
     seq: int
     rows: tuple[tuple[str, str, float], ...]  # (UTC ts text, name, value)
+    # Values of a name at a time another value of the message has: `measurements` keeps one
+    # value per device, name and time (the first), the raw log keeps them.
+    repeats: int = 0
+    newest: str | None = None  # the newest time of a value (None: none has one)
 
 
 def parse(text: str | bytes) -> dict[str, Any]:
@@ -106,6 +111,7 @@ def check_readings(message: dict[str, Any]) -> Readings:
     if type(readings) is not list or not readings or len(readings) > MAX_READINGS:
         raise MessageError("BAD_MESSAGE", f"readings must be a list of 1-{MAX_READINGS}")
     rows: list[tuple[str, str, float]] = []
+    newest = None
     try:
         for reading in readings:
             values = reading.get("values") if type(reading) is dict else None
@@ -113,9 +119,13 @@ def check_readings(message: dict[str, Any]) -> Readings:
                 raise ValueError('each reading is {"ts": ..., "values": {name: number}}')
             ts = utc_text(reading.get("ts"))
             rows += [(ts, name, _value(name, raw)) for name, raw in values.items()]
+            if values and (newest is None or ts > newest):  # per reading, not per value
+                newest = ts
     except ValueError as exc:
         raise MessageError("BAD_MESSAGE", f"seq {seq}: {exc}") from None
-    return Readings(seq, tuple(rows))
+    # values is an object (unique names): a name repeats only in readings of one time.
+    repeats = len(rows) - len({row[:2] for row in rows}) if len(readings) > 1 else 0
+    return Readings(seq, tuple(rows), repeats, newest)
 
 
 def welcome(session: dict[str, str] | None) -> str:
@@ -135,6 +145,7 @@ def command(name: str, session: str, at: str) -> str:
 
 
 _LINE_KEYS = {"ts", "peer", "session", "seq", "raw"}
+_MARKED_KEYS = _LINE_KEYS | {"new_sequence"}
 _quoted = json.encoder.encode_basestring  # a JSON string, as json.dumps(ensure_ascii=False)
 
 
@@ -148,21 +159,28 @@ class WsLine(NamedTuple):
     session: str | None
     seq: int
     raw: str  # the message's text
+    # The device started its seqs again here (ws_gateway): the seqs before it are another
+    # sequence's. Written only when true, so every line before it is as it was.
+    new_sequence: bool = False
 
     def encode(self) -> bytes:
-        # json.dumps(ensure_ascii=False) of the five keys, written out: half its cost.
+        # json.dumps(ensure_ascii=False) of the keys, written out: half its cost.
         session = "null" if self.session is None else _quoted(self.session)
+        marker = ', "new_sequence": true' if self.new_sequence else ""
         return (f'{{"ts": {_quoted(self.ts)}, "peer": {_quoted(self.peer)}, "session": '
-                f'{session}, "seq": {self.seq:d}, "raw": {_quoted(self.raw)}}}\n'
+                f'{session}, "seq": {self.seq:d}{marker}, "raw": {_quoted(self.raw)}}}\n'
                 ).encode()
 
     @classmethod
     def parse(cls, line: bytes) -> WsLine:
         """The line's fields; ValueError for a line no gateway wrote (torn, edited)."""
         data = json.loads(line)
-        if not isinstance(data, dict) or set(data) != _LINE_KEYS:
-            raise ValueError(f"not a JSON object of {', '.join(sorted(_LINE_KEYS))}")
-        fields = cls(data["ts"], data["peer"], data["session"], data["seq"], data["raw"])
+        if not isinstance(data, dict) or (set(data) != _LINE_KEYS and (
+                set(data) != _MARKED_KEYS or data["new_sequence"] is not True)):
+            raise ValueError(f"not a JSON object of {', '.join(sorted(_LINE_KEYS))} "
+                             '(and "new_sequence": true)')
+        fields = cls(data["ts"], data["peer"], data["session"], data["seq"], data["raw"],
+                     "new_sequence" in data)
         if (not all(isinstance(v, str) for v in (fields.peer, fields.raw))
                 or not isinstance(fields.session, str | None)
                 or isinstance(fields.seq, bool) or not isinstance(fields.seq, int)):
@@ -188,5 +206,10 @@ def stored(readings: Readings, line: WsLine, device: str,
     session = line.session
     values = [(device, FAMILY, ts, name, value, source, session)
               for ts, name, value in readings.rows]
+    if readings.repeats:  # the store keeps the first of each: say so, not "ok"
+        return (Receipt(source, device, FAMILY, line.ts, "partial",
+                        len(values) - readings.repeats, None,
+                        f"seq {readings.seq}: {readings.repeats} value(s) at a name and time "
+                        "the message has already, kept in the raw log only"), values)
     return (Receipt(source, device, FAMILY, line.ts, "ok", len(values), None,
                     f"seq {readings.seq}"), values)

@@ -1,4 +1,4 @@
-"""The WebSocket gateway of the streaming devices (GATEWAYS.md §3).
+"""The WebSocket gateway of the streaming devices (docs/websocket.md).
 
 A device connects to `/`, says `hello`, gets `welcome` (with the running session, if any),
 then streams `readings` messages, each with a `seq` that increases per device, without
@@ -13,11 +13,17 @@ Built for a fleet on one event loop: a message is handled in the turn that read 
 commit window is one cut, synced in the sync thread, after which one callback writes all their
 acks and stores their lines (no task or future between: under load each costs a turn).
 
-Seq rules per device: a seq already in the raw log is acknowledged again and not stored again
-(a device resends what was not acknowledged when it reconnects); a seq below the highest one
-stored, not stored, is refused (OUT_OF_ORDER); anything higher is new. The state (the highest
-seq and the last RECENT_SEQS stored) is read from the device's raw log at its first hello, or
-taken from what close() saved, while that still holds for the log (ws_seqs).
+Seq rules per device, within its current sequence of seqs: a seq above the highest stored is
+new; a seq already stored is acknowledged again and not stored again (a device resends what was
+not acknowledged when it reconnects, oldest first, as it sent it); a seq below the highest, not
+stored, is refused (OUT_OF_ORDER). Except when a seq seen so (stored, or below the highest)
+cannot be a resend, because its values are all newer than every value stored in the
+sequence, or it comes first on a connection and below the seq the device sent first on its
+previous one: then the device started its seqs again (a restart, a reset) and a new sequence
+begins with it, stored, its raw log line marked `new_sequence`. The state (the last
+RECENT_SEQS seqs stored, the newest value's time and that first seq) is read from the device's raw
+log at its first hello, or taken from what close() saved, while that still holds for the log
+(ws_seqs).
 
 One connection per device id: a second hello with the same id takes over, and the old
 connection is closed with 4409. Stopping (close()) lets each connection acknowledge and store
@@ -49,7 +55,7 @@ from ..rawlog import open_family, ts_text
 from . import ws_format, ws_seqs
 from .tcp_gateway import peer_text
 from .ws_format import Hello, MessageError, WsLine
-from .ws_seqs import RECENT_SEQS, SavedSeqs, stored_seqs
+from .ws_seqs import RECENT_SEQS, SavedSeqs, SeqState, read_state
 from .ws_tokens import TokensFile, check_tokens_file
 
 log = logging.getLogger(__name__)
@@ -90,11 +96,14 @@ def utc_z(us: int) -> str:
 class _Device:
     """One device id: its seq state, its connection and what status() shows of it."""
 
-    def __init__(self, device_id: str, seqs: list[int]) -> None:
+    def __init__(self, device_id: str, state: SeqState) -> None:
         self.id = device_id
-        self.highest = max(seqs) if seqs else None
-        self.recent: deque[int] = deque(seqs, maxlen=RECENT_SEQS)
+        self.highest = max(state.seqs) if state.seqs else None
+        self.recent: deque[int] = deque(state.seqs, maxlen=RECENT_SEQS)
         self.recent_set = set(self.recent)
+        self.newest = state.newest  # the newest time of a value stored in this sequence
+        self.floor = state.floor  # the first seq of the latest connection that sent one
+        self.anew = False  # the next line stored begins a new sequence
         self.seqs_hold = True  # what the raw log would say: worth saving at shutdown
         self.connection: _Connection | None = None
         self.sensors: tuple[str, ...] = ()
@@ -108,15 +117,51 @@ class _Device:
         self.error_times: deque[float] = deque()
         self.latest: dict[str, tuple[str, float]] = {}
 
-    def is_stored(self, seq: int) -> bool:
-        return seq in self.recent_set
+    def is_new(self, readings: ws_format.Readings, first: bool) -> bool:
+        """Whether to store a message (`first` on its connection); False: a resend.
+        MessageError OUT_OF_ORDER for a seq below the highest stored, never stored."""
+        floor = self.floor
+        if first:
+            self.floor = readings.seq
+        seq = readings.seq
+        if self.highest is None or seq > self.highest:
+            return True
+        if self._restarted(readings, first, floor):
+            self.recent.clear()
+            self.recent_set.clear()
+            self.highest = self.newest = None
+            self.anew = True
+            return True
+        if seq in self.recent_set:
+            return False
+        raise MessageError("OUT_OF_ORDER", f"seq {seq} is below {self.highest}, the highest "
+                           "stored, and was not stored")
 
-    def stored(self, seq: int) -> None:
+    def _restarted(self, readings: ws_format.Readings, first: bool, floor: int | None) -> bool:
+        """Whether a seq this sequence has seen (stored, or below its highest) begins a new
+        one. A resend is a stored message again: its values are stored ones, never newer
+        than all of them; and a device resends oldest first, so what it sends first on a
+        connection is never below what it sent first on its previous one (everything below
+        that was acknowledged by then)."""
+        rows = readings.rows
+        if rows and self.newest is not None and min(rows)[0] > self.newest:
+            return True
+        return first and floor is not None and readings.seq < floor
+
+    def stored(self, readings: ws_format.Readings) -> None:
         if len(self.recent) == RECENT_SEQS:
             self.recent_set.discard(self.recent[0])
+        seq = readings.seq
         self.recent.append(seq)
         self.recent_set.add(seq)
         self.highest = seq if self.highest is None else max(self.highest, seq)
+        newest = readings.newest
+        if newest is not None and (self.newest is None or newest > self.newest):
+            self.newest = newest
+        self.anew = False
+
+    def seq_state(self) -> SeqState:
+        return SeqState(tuple(self.recent), self.newest, self.floor)
 
     def forget(self, seqs: set[int]) -> None:
         """Take back seqs whose lines may not be durable: a resend of them is stored anew.
@@ -125,6 +170,9 @@ class _Device:
         self.recent = deque((s for s in self.recent if s not in seqs), maxlen=RECENT_SEQS)
         self.recent_set = set(self.recent)
         self.highest = max(self.recent) if self.recent else None
+        if not self.recent:  # a sequence begun in what is forgotten: mark its next line again
+            self.anew = True
+        # newest stays: too new only makes a restart harder to tell, never a resend new.
 
     def message(self, now_us: int) -> None:
         self.last_message_us = now_us
@@ -269,6 +317,7 @@ class _Connection:
         self.held = False  # reading paused: MAX_IN_FLIGHT frames wait to go out
         self.reading = True  # False: take no new message; close once everything is sent
         self.broken = False  # the raw log failed: acknowledge nothing more
+        self.first = True  # no readings message taken yet (the seq rules' floor)
         self.finishing: asyncio.Task | None = None
 
     @property
@@ -486,7 +535,7 @@ class WsGateway:
         saved = dict(self._saved)
         for device in self.devices.values():
             if device.seqs_hold:
-                state = SavedSeqs.of(self.rawlog.device_dir(device.id), device.recent)
+                state = SavedSeqs.of(self.rawlog.device_dir(device.id), device.seq_state())
                 if state is not None:
                     saved[device.id] = state
         try:
@@ -571,22 +620,22 @@ class WsGateway:
 
     async def _load(self, device_id: str) -> _Device:
         try:
-            seqs = await asyncio.to_thread(self._read_device, device_id)
+            state = await asyncio.to_thread(self._read_device, device_id)
             self._forget_idle()
-            device = self.devices[device_id] = _Device(device_id, seqs)
+            device = self.devices[device_id] = _Device(device_id, state)
             return device
         finally:
             del self._loading[device_id]
 
-    def _read_device(self, device_id: str) -> list[int]:
-        """(In a thread.) The device's stored seqs, saved at the last clean shutdown if they
-        still hold, else read from its raw log; the log opened for its first append: a fleet
+    def _read_device(self, device_id: str) -> SeqState:
+        """(In a thread.) The device's seq state, saved at the last clean shutdown if it
+        still holds, else read from its raw log; the log opened for its first append: a fleet
         reconnecting at once would hold up the loop for 0.1-0.2 s otherwise."""
         device_dir = self.rawlog.device_dir(device_id)
         saved = self._saved.pop(device_id, None)  # before opening: that may start a file
-        seqs = saved.seqs() if saved is not None and saved.holds_for(device_dir) else None
+        state = saved.state() if saved is not None and saved.holds_for(device_dir) else None
         self.rawlog.open_device(device_id)
-        return stored_seqs(device_dir) if seqs is None else seqs
+        return read_state(device_dir) if state is None else state
 
     def _forget_idle(self) -> None:
         """Keep the devices bounded: the longest idle disconnected ones go (their seq state
@@ -638,20 +687,18 @@ class WsGateway:
         device.message(received_us)
         try:
             readings = self._readings(ws_format.parse(text))
-            if device.is_stored(readings.seq):  # a resend: acknowledged again, kept once
+            first, connection.first = connection.first, False
+            if not device.is_new(readings, first):  # a resend: acknowledged again, kept once
                 device.received += 1
                 connection.queue(_Out(ws_format.ack(readings.seq), readings.seq))
                 return
-            if device.highest is not None and readings.seq < device.highest:
-                raise MessageError("OUT_OF_ORDER", f"seq {readings.seq} is below {device.highest}"
-                                   ", the highest stored, and was not stored")
         except MessageError as exc:
             self._refused(connection, exc)
             return
         assert isinstance(text, str)  # parse() refuses binary frames
         device.received += 1
         line = WsLine(ts_text(received_us), connection.peer, self.sessions.current_id,
-                      readings.seq, text)
+                      readings.seq, text, device.anew)
         try:
             source = self.rawlog.append(device.id, line)
         except OSError:
@@ -659,7 +706,7 @@ class WsGateway:
                           device.id)
             connection.break_off()
             return
-        device.stored(readings.seq)
+        device.stored(readings)
         device.values(readings.rows)
         connection.queue(_Out(ws_format.ack(readings.seq), readings.seq,
                               ws_format.stored(readings, line, device.id, source)))

@@ -1,42 +1,84 @@
 """What the WebSocket gateway knows of a device's seqs when it says its first hello.
 
-The seq rules (ws_gateway) need the highest seq stored and the last RECENT_SEQS stored: read
-from the device's raw log, the record of truth, or taken from what the gateway saved when it
-last stopped cleanly, while that still holds for the log.
+The seq rules (ws_gateway) need, of the device's current sequence of seqs, the last RECENT_SEQS
+stored (ending with the highest), the newest time of a value stored under them, and the first seq
+of the device's latest connection: read from the device's raw log, the record of truth, or
+taken from what the gateway saved when it last stopped cleanly, while that still holds for the
+log.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..rawlog import log_files
 from ..toolchain.publish import write_atomic
-from .ws_format import WsLine
+from .ws_format import WsLine, utc_text
 
 log = logging.getLogger(__name__)
 RECENT_SEQS = 10_000  # stored seqs remembered per device: a resend older than these is refused
 
 
-def stored_seqs(device_dir: Path, keep: int = RECENT_SEQS) -> list[int]:
-    """The seqs of the newest `keep` readable lines of a device's raw logs, oldest first.
+@dataclass(frozen=True)
+class SeqState:
+    """A device's current sequence as the seq rules need it."""
 
-    The gateway appends a seq only above every seq stored before it, so these end with the
-    highest. An unreadable line (torn by a crash, edited) is passed over."""
-    seqs: list[int] = []
+    seqs: tuple[int, ...] = ()  # the newest stored, oldest first: they end with the highest
+    newest: str | None = None  # the newest time (UTC text) of a value stored under them
+    floor: int | None = None  # the first seq of the device's latest connection
+
+
+def read_state(device_dir: Path, keep: int = RECENT_SEQS) -> SeqState:
+    """The device's current sequence as its raw logs hold it: the newest `keep` readable lines
+    back to the one that began the sequence (marked `new_sequence`).
+
+    Within a sequence the gateway appends a seq only above every seq stored before it, so the
+    seqs end with the highest. An unreadable line (torn by a crash, edited) is passed over."""
+    lines: list[WsLine] = []  # newest first
+    for line in _lines_backwards(device_dir):
+        lines.append(line)
+        if line.new_sequence or len(lines) >= keep:
+            break
+    if not lines:
+        return SeqState()
+    newest = max(filter(None, map(_newest_value, lines)), default=None)
+    return SeqState(tuple(line.seq for line in reversed(lines)), newest, _floor(lines))
+
+
+def _lines_backwards(device_dir: Path) -> Iterator[WsLine]:
     for path in reversed(log_files(device_dir)):
         # The last piece is "" or a line being written (torn): only whole lines count.
         for raw in reversed(path.read_bytes().split(b"\n")[:-1]):
             try:
-                seqs.append(WsLine.parse(raw).seq)
+                yield WsLine.parse(raw)
             except ValueError:
                 continue
-            if len(seqs) >= keep:
-                return seqs[::-1]
-    return seqs[::-1]
+
+
+def _newest_value(line: WsLine) -> str | None:
+    """The newest time of a value in a line's message (None: it has none, or was edited into
+    nonsense). Its times only: the gateway checked the rest before it wrote the line
+    (check_readings doubled the scan's time)."""
+    try:
+        return max((utc_text(reading["ts"]) for reading in json.loads(line.raw)["readings"]
+                    if reading["values"]), default=None)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _floor(lines: list[WsLine]) -> int:
+    """The first seq logged from the connection of the newest line (by its peer address: a
+    new connection comes from another port), of lines newest first."""
+    floor = lines[0].seq
+    for line in lines:
+        if line.peer != lines[0].peer:
+            break
+        floor = line.seq
+    return floor
 
 
 # --- saved at a clean shutdown
@@ -45,37 +87,44 @@ def stored_seqs(device_dir: Path, keep: int = RECENT_SEQS) -> list[int]:
 # device (10,000 lines parsed), a fleet of a thousand reconnecting after a restart waited about
 # a minute for its last welcome; a saved device is ready at once.
 SAVED_FILE = "ws_seqs.json"
-SAVED_VERSION = 1
+SAVED_VERSION = 2  # 2: with the newest reading and the floor (version 1: seqs only)
 
 
 @dataclass(frozen=True)
 class SavedSeqs:
-    """A device's seqs saved at a clean shutdown, with the raw log they were true of: its
+    """A device's SeqState saved at a clean shutdown, with the raw log it was true of: its
     newest file's name and size then. Only the gateway appends there, so while they match,
-    the seqs are what the scan would read."""
+    the state is what the scan would read."""
 
     log: str
     size: int
     runs: tuple[tuple[int, int], ...]  # (first, last) of consecutive seqs, increasing
+    newest: str | None = None
+    floor: int | None = None
 
     def holds_for(self, device_dir: Path) -> bool:
         files = log_files(device_dir)
         return bool(files) and files[-1].name == self.log and files[-1].stat().st_size == self.size
 
-    def seqs(self) -> list[int]:
-        return [seq for first, last in self.runs for seq in range(first, last + 1)]
+    def state(self) -> SeqState:
+        seqs = tuple(seq for first, last in self.runs for seq in range(first, last + 1))
+        return SeqState(seqs, self.newest, self.floor)
 
     @classmethod
-    def of(cls, device_dir: Path, seqs: Iterable[int]) -> SavedSeqs | None:
-        """The seqs with the device's newest raw log as it is now (None: it has none)."""
+    def of(cls, device_dir: Path, state: SeqState) -> SavedSeqs | None:
+        """The state with the device's newest raw log as it is now (None: it has none)."""
         files = log_files(device_dir)
-        return cls(files[-1].name, files[-1].stat().st_size, _runs(seqs)) if files else None
+        if not files:
+            return None
+        return cls(files[-1].name, files[-1].stat().st_size, _runs(state.seqs), state.newest,
+                   state.floor)
 
 
 def save(path: Path, saved: dict[str, SavedSeqs]) -> None:
     """Write the devices' saved seqs (renamed into place: never half a file)."""
     state = {"version": SAVED_VERSION,
-             "devices": {device: {"log": s.log, "size": s.size, "seqs": s.runs}
+             "devices": {device: {"log": s.log, "size": s.size, "seqs": s.runs,
+                                  "newest": s.newest, "floor": s.floor}
                          for device, s in saved.items()}}
     # Not fsynced: a file lost or emptied by a crash is read as unreadable, and every log then.
     write_atomic(path, json.dumps(state, separators=(",", ":")))
@@ -100,15 +149,17 @@ def take_saved(path: Path) -> dict[str, SavedSeqs]:
 
 
 def _saved(entry: dict) -> SavedSeqs:
-    log_name, size = entry["log"], entry["size"]
+    log_name, size, newest, floor = entry["log"], entry["size"], entry["newest"], entry["floor"]
     runs = tuple((first, last) for first, last in entry["seqs"])
     if not isinstance(log_name, str) or type(size) is not int:
         raise ValueError("log is a file name, size an integer")
+    if not isinstance(newest, str | None) or not (floor is None or type(floor) is int):
+        raise ValueError("newest is a time or null, floor a seq or null")
     if not all(type(a) is int and type(b) is int and a <= b for a, b in runs):
         raise ValueError("seq runs are [first, last] integers")
     if sum(last - first + 1 for first, last in runs) > RECENT_SEQS:
         raise ValueError(f"more than {RECENT_SEQS} seqs for a device")
-    return SavedSeqs(log_name, size, runs)
+    return SavedSeqs(log_name, size, runs, newest, floor)
 
 
 def _runs(seqs: Iterable[int]) -> tuple[tuple[int, int], ...]:

@@ -1,6 +1,6 @@
 """`co2unit-server simulate-ws`: simulated streaming devices against the WebSocket gateway.
 
-Each device speaks GATEWAYS.md §3: `hello`, then a `readings` message every 1/R s (1 to
+Each device speaks docs/websocket.md: `hello`, then a `readings` message every 1/R s (1 to
 --readings readings of a few named values each, `seq` increasing), without waiting for acks;
 it keeps every message until its `ack` and, after a reconnect, sends the unacknowledged ones
 again, oldest first, before the new ones. It goes on measuring while disconnected or paused
@@ -876,7 +876,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         print("co2unit-server simulate-ws: --sessions with --port needs --var-dir",
               file=sys.stderr)
         return 2
-    # Against a long-lived gateway, device ids of their own: its seq state knows the old ones.
+    # Against a long-lived gateway, device ids of their own: its raw logs hold earlier runs'
+    # lines under the same seqs, which the verification would read as this run's.
     prefix = "wsim" if args.port is None else f"wsim-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
     cfg = SimConfig(devices=args.devices, rate=args.rate, seconds=args.seconds,
                     faults=args.faults, readings=args.readings, seed=args.seed,
