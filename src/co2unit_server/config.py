@@ -93,7 +93,9 @@ class Config:
         32 * 1024 * 1024, _positive_int, "Largest pushed file; a write past it gets 413.")
     min_free_bytes: int = _setting(
         64 * 1024 * 1024, _positive_int,
-        "Free space the data disk must keep; below it pushes get 507 and nothing is written.")
+        "Free space the data disk must keep; below it pushes get 507 and nothing is written, "
+        "the WebSocket gateway refuses new readings (STORAGE_FULL, close 1013), the TCP "
+        "gateway stops accepting and the pull collector pauses, until there is room again.")
     push_dirs: tuple[str, ...] = _setting(
         ("data", "errors"), _name_list,
         "Comma-separated top-level directories units may push into (never `updates`).")
@@ -164,6 +166,11 @@ class Config:
         30, _positive_int,
         "Bad messages a WebSocket device may send in a minute before it is disconnected "
         "(1008).")
+    ws_full_retry_seconds: float = _setting(
+        60.0, _positive_float,
+        "While the data disk is below min_free_bytes, how long a WebSocket device must wait "
+        "before it connects again (it is told in the STORAGE_FULL error and the 1013 close "
+        "reason, and adds a random 0-50 %).")
     ws_tokens_file: Path | None = _setting(
         None, _optional_path,
         "File of streaming device ids and salted token hashes (`co2unit-server add-device`); "
