@@ -6,6 +6,8 @@ missed. Every poll, answered or not, becomes one raw log line first (`remote_dat
 made durable, then its values are stored. After a bad or failed poll the next one waits
 longer (doubling, up to pull_max_backoff_seconds); no device is polled again sooner than
 pull_refresh_seconds after its previous poll ended. One device's trouble never holds up another.
+While remote_data is below min_free_bytes (headroom.py) polling pauses, and resumes once there
+is room: a poll's line could not be kept, and a NodeMCU keeps no history to lose meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from ..config import Config
+from ..headroom import RECHECK_S, Headroom
 from ..measurement_store import MeasurementStore
 from ..rawlog import REFUSED, RawLine, open_family, ts_text
 from .pull_format import FAMILY, PullDevice, interpret
@@ -132,6 +135,8 @@ class PullCollector:
         self.store = store
         self.devices = devices
         self.rawlog, self._commit = open_family(config, FAMILY)
+        self.headroom = Headroom(config.remote_data_dir, config.min_free_bytes,
+                                 "pull collector")
         self._timeout = aiohttp.ClientTimeout(total=config.pull_timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task] = []
@@ -179,6 +184,7 @@ class PullCollector:
         failures = 0
         while True:
             await clock.sleep_until(at_us)
+            await self._until_room()
             verdict = await self._poll_safely(device)
             if verdict in REFUSED:
                 failures += 1
@@ -187,6 +193,11 @@ class PullCollector:
             at_us = next_poll_us(device, at_us, clock.now_us(), failures,
                                  self.config.pull_refresh_seconds,
                                  self.config.pull_max_backoff_seconds)
+
+    async def _until_room(self) -> None:
+        """Wait while the disk is full (the headroom logs when it fills and recovers)."""
+        while self.headroom.full():
+            await asyncio.sleep(RECHECK_S)
 
     async def _poll_safely(self, device: PullDevice) -> str | None:
         """Poll once; the verdict, or None when the collector itself failed (logged)."""
