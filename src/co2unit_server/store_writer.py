@@ -278,10 +278,12 @@ def _statements(sql: str, rows: list[tuple]) -> Iterator[tuple[str, list]]:
 class _CountingWriter(ReceiptWriter):
     """Tells the parent, after each transaction, how many receipts it wrote (or gave up)."""
 
-    def _insert(self, batch: list[tuple]) -> None:
-        super()._insert(batch)
+    def _insert(self, batch: list[tuple]) -> bool:
+        if not super()._insert(batch):
+            return False  # kept, to be tried again: not written yet
         with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
             _write_all(sys.stdout.fileno(), _COUNT.pack(len(batch)))
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
