@@ -1,10 +1,12 @@
-"""The free-space floor every writer of new data shares: its state and its log lines."""
+"""The free-space floor every writer of new data shares: its state, its log lines, its alarms."""
 
 from __future__ import annotations
 
 import logging
 
-from co2unit_server.headroom import Headroom, free_bytes
+from co2unit_server import fleet_status
+from co2unit_server.config import load_config
+from co2unit_server.headroom import Headroom, free_bytes, storage, storage_alarms
 
 GIB = 1 << 30
 
@@ -49,3 +51,18 @@ def test_a_write_that_failed_for_space_is_full_at_once(tmp_path, caplog):
 
 def test_a_directory_not_made_yet_is_judged_by_its_parent(tmp_path):
     assert free_bytes(tmp_path / "remote_data" / "ws") == free_bytes(tmp_path)
+
+
+def test_check_is_critical_when_a_data_directory_is_below_the_floor(tmp_path):
+    roomy = load_config({}, remote_data_dir=tmp_path / "rd", var_dir=tmp_path / "var",
+                        min_free_bytes=0)
+    assert storage_alarms(roomy) == []
+    assert [s.path for s in storage(roomy)] == [tmp_path / "rd", tmp_path / "var"]
+    full = load_config({}, remote_data_dir=tmp_path / "rd", var_dir=tmp_path / "var",
+                       min_free_bytes=free_bytes(tmp_path) + GIB)
+    alarms = storage_alarms(full)
+    assert len(alarms) == 2 and alarms[0].startswith(f"STORAGE FULL {tmp_path / 'rd'}: ")
+    code, lines = fleet_status.check([], 0.0, (), alarms)
+    assert code == fleet_status.CRITICAL and lines[0].startswith("FLEET CRITICAL")
+    assert lines[1:] == alarms
+    assert fleet_status.check([], 0.0)[0] == fleet_status.UNKNOWN_EXIT  # without: as before

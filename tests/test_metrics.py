@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from co2unit_server import db
 from co2unit_server.config import load_config
+from co2unit_server.headroom import free_bytes
 from co2unit_server.launcher import free_port
 from co2unit_server.serve import METRICS_DIR_ENV, metrics_environ
 from co2unit_server.server.app import create_app
@@ -104,6 +105,17 @@ def test_each_app_counts_in_a_registry_of_its_own(tmp_path):
     counts = [value(samples(app.test_client().get("/metrics").get_data(as_text=True)),
                     "co2unit_pings_total") for app in apps]
     assert counts == [1, 0]
+
+
+def test_storage_full_and_free_bytes_of_each_data_directory(tmp_path):
+    dirs = {"remote_data_dir": tmp_path / "rd", "var_dir": tmp_path / "var"}
+    for floor, full in ((0, 0), (free_bytes(tmp_path) + (1 << 30), 1)):
+        app = create_app(load_config({}, min_free_bytes=floor, **dirs))
+        found = samples(app.test_client().get("/metrics").get_data(as_text=True))
+        for path in dirs.values():
+            assert value(found, "co2unit_storage_full", path=str(path)) == full
+            assert abs(value(found, "co2unit_storage_free_bytes", path=str(path))
+                       - free_bytes(tmp_path)) < 64 << 20
 
 
 def test_without_metrics_there_are_no_hooks_and_no_page(config):

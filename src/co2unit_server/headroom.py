@@ -16,6 +16,10 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from .config import Config
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,31 @@ def free_bytes(path: str | Path) -> int:
 def no_space(exc: BaseException) -> bool:
     """Whether an error says the disk (or the quota) is full."""
     return isinstance(exc, OSError) and exc.errno in NO_SPACE
+
+
+class Storage(NamedTuple):
+    """One directory new data goes to, as /metrics and `check` show it."""
+
+    path: Path
+    free: int
+    full: bool  # below min_free_bytes
+
+
+def storage(config: Config) -> list[Storage]:
+    """remote_data (pushes, the gateways' raw logs) and var (pings, the database), each
+    against min_free_bytes; a path given twice is shown once."""
+    paths = dict.fromkeys((config.remote_data_dir, config.var_dir))
+    shown = []
+    for path in paths:
+        free = free_bytes(path)
+        shown.append(Storage(path, free, free < config.min_free_bytes))
+    return shown
+
+
+def storage_alarms(config: Config) -> list[str]:
+    """`check` lines for the directories below min_free_bytes (none: no alarm)."""
+    return [f"STORAGE FULL {s.path}: {s.free} bytes free, below min_free_bytes "
+            f"({config.min_free_bytes}): new data is refused" for s in storage(config) if s.full]
 
 
 class Headroom:
