@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client.parser import text_string_to_metric_families
 
 from co2unit_server import db
-from co2unit_server.config import load_config
+from co2unit_server.config import SHM_DIR, load_config
 from co2unit_server.headroom import free_bytes
 from co2unit_server.launcher import free_port
 from co2unit_server.serve import METRICS_DIR_ENV, metrics_environ
@@ -118,6 +118,17 @@ def test_storage_full_and_free_bytes_of_each_data_directory(tmp_path):
                        - free_bytes(tmp_path)) < 64 << 20
 
 
+def test_the_workers_counting_files_are_kept_off_the_data_disk(tmp_path):
+    """prometheus_client's files are sparse and memory-mapped: on a full data disk a worker
+    touching a new page of one dies of SIGBUS. By default they live in RAM, one directory
+    per var_dir."""
+    config = load_config({}, var_dir=tmp_path / "var")
+    assert config.metrics_dir.parent == SHM_DIR
+    assert load_config({}, var_dir=tmp_path / "var2").metrics_dir != config.metrics_dir
+    chosen = load_config({}, var_dir=tmp_path / "var", metrics_files_dir=tmp_path / "m")
+    assert chosen.metrics_dir == tmp_path / "m"
+
+
 def test_without_metrics_there_are_no_hooks_and_no_page(config):
     app = create_app(config, with_metrics=False)
     assert app.test_client().get("/metrics").status_code == 404
@@ -183,7 +194,7 @@ def test_metrics_add_up_both_uwsgi_workers(server_factory):
     assert all(w["requests"] > 0 for w in workers), [w["requests"] for w in workers]
     # Each worker counts in files of its own pid; /metrics adds them up.
     pids = {w["pid"] for w in workers}
-    files = {p.name for p in (server.var_dir / "metrics").iterdir()}
+    files = {p.name for p in server.metrics_dir.iterdir()}
     assert all(f"counter_{pid}.db" in files for pid in pids), (pids, files)
 
     found: dict = {}
