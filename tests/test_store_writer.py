@@ -274,3 +274,17 @@ def test_a_full_disk_keeps_the_rows_and_writes_them_once_there_is_room(small_fs,
     err = capfd.readouterr().err
     assert err.count("database or disk is full") == 1, err  # a line when it fills...
     assert err.count("has room again") == 1 and "Traceback" not in err  # ...and when it empties
+
+
+def test_what_counts_as_a_full_disk():
+    def error(code: int) -> sqlite3.OperationalError:
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorcode = code
+        return exc
+
+    assert db_writer.disk_full(error(sqlite3.SQLITE_FULL))
+    assert db_writer.disk_full(error(sqlite3.SQLITE_IOERR_SHMSIZE))  # growing -shm failed
+    assert not db_writer.disk_full(error(sqlite3.SQLITE_CORRUPT))
+    assert not db_writer.disk_full(error(sqlite3.SQLITE_IOERR_WRITE))
+    assert db_writer.disk_full(OSError(28, "No space left on device"))
+    assert not db_writer.disk_full(OSError(5, "Input/output error"))

@@ -24,9 +24,12 @@ FULL_RETRY_S = 1.0  # between two tries of a batch while the disk is full
 
 
 def disk_full(exc: BaseException) -> bool:
-    """Whether a database error says the disk is full (SQLITE_FULL, or ENOSPC itself)."""
+    """Whether a database error says the disk is full: SQLITE_FULL, SQLITE_IOERR_SHMSIZE (SQLite
+    writes a byte to each page it adds to the -shm file, so that a full disk fails the write
+    instead of raising SIGBUS in the mapping later: os_unix.c, unixShmMap), or ENOSPC itself."""
     if isinstance(exc, sqlite3.Error):
-        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+        code = getattr(exc, "sqlite_errorcode", 0)
+        return code == sqlite3.SQLITE_IOERR_SHMSIZE or code & 0xFF == sqlite3.SQLITE_FULL
     return no_space(exc)
 
 
