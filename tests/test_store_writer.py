@@ -288,3 +288,18 @@ def test_what_counts_as_a_full_disk():
     assert not db_writer.disk_full(error(sqlite3.SQLITE_IOERR_WRITE))
     assert db_writer.disk_full(OSError(28, "No space left on device"))
     assert not db_writer.disk_full(OSError(5, "Input/output error"))
+
+
+def test_a_store_closed_on_a_full_disk_ends_soon_and_says_what_it_did_not_write(small_fs,
+                                                                               caplog):
+    disk = small_fs(4 << 20)
+    store = ProcessStore(disk.path / "db.sqlite3", 1000, "INFO")
+    store.add_many([_receipt(n) for n in range(10)])
+    assert store.flush(10)
+    disk.fill()
+    store.add_many([_receipt(n, values=5) for n in range(10, 3010)])
+    began = time.monotonic()
+    store.close(2.0)
+    assert time.monotonic() - began < 2.0 + store_writer.END_UNWRITTEN_S + 2.0
+    lost = [r.getMessage() for r in caplog.records if "not in" in r.getMessage()]
+    assert len(lost) == 1 and ": 3000 receipt(s) (with their values) are in the raw log" in lost[0]
