@@ -1,12 +1,14 @@
 """Free space against the `min_free_bytes` floor: the one check every writer of new data shares.
 
 Unit pushes (507), the WebSocket gateway (STORAGE_FULL, close 1013), the TCP gateway (stops
-accepting) and the pull collector (pauses) take no new data while the filesystem they write
+listening) and the pull collector (pauses) take no new data while the filesystem they write
 to has less than the floor free. The floor is the room left for what is already on its way
-(a packet read, a batch being written), so nothing already taken is refused half-way.
+(a packet read, a batch being written, the units' pings), so nothing already taken is refused
+half-way.
 
-Each component logs one line when it finds the disk full and one when it finds room again,
-never one per refusal: a full disk is a state, and a line a message would be a storm of its own.
+Each component logs one line (per process) when it finds the disk full and one when it finds
+room again, never one per refusal: a full disk is a state, and a line a message would be a
+storm of its own.
 """
 
 from __future__ import annotations
