@@ -25,8 +25,11 @@ template checked once against json.dumps; an ack in the servers' own form is rea
 anything else goes through json.loads), and recv(256 KiB) per read, which maps and unmaps
 memory every time (the devices are BufferedProtocols reading into one shared buffer).
 
-No faults, no reconnects: a lost connection is recorded in `failures` and the device's later
-messages stay pending (never acknowledged). The devices keep what simulator/ws_devices.verify()
+No faults, and no reconnects but one: a lost connection is recorded in `failures` and the
+device's later messages stay pending (never acknowledged). The one reconnect is the retry rule
+of a full disk (gateways/ws_gateway.py): after a close 1013 the device waits the seconds its
+reason gives plus a random 0-50 %, connects again and, once welcomed, sends every
+unacknowledged message again, oldest first. The devices keep what simulator/ws_devices.verify()
 reads (device_id, acked and pending Messages, unexpected, connections, failures, closes,
 commands, started), so the raw logs and the table are held against them unchanged. Every wait
 is bounded.
@@ -44,8 +47,10 @@ import random
 import struct
 import time
 
+from co2unit_server.gateways import ws_format
 from co2unit_server.rawlog import ts_text
 from co2unit_server.simulator.ws_devices import (
+    FALLBACK_RETRY_S,
     SENSORS,
     Command,
     Message,
@@ -97,6 +102,7 @@ class LeanFleet:
         self.start = self.end = self.drain_until = 0.0
         self.wall_start_us = 0
         self.ticking_over = False  # every tick of the window passed
+        self.closing = False  # close() was called: no device reconnects
         self._settled = 0
         self._drained = 0
         self._loop = asyncio.get_running_loop()
@@ -157,6 +163,7 @@ class LeanFleet:
 
     async def close(self) -> None:
         """Stop measuring; close every connection (close 1000), bounded."""
+        self.closing = True
         if self._timer is not None:
             self._timer.cancel()
         lost = [d.lost for d in self.devices if d.lost is not None and not d.lost.done()]
@@ -201,16 +208,27 @@ class LeanDevice(asyncio.BufferedProtocol):
         self.latencies: list[float] = []  # s from a message's send to its ack
         self.lateness: list[float] = []  # s from a message's tick to its send
         self.started = False  # a session is started, as far as the device knows
-        self.welcomed = False
         self.is_drained = False
         self.lost: asyncio.Future[None] | None = None
+        self.close_reason = ""  # of the last close frame received
+        self.full_errors = 0  # STORAGE_FULL errors received
+        self.full_waits: list[float] = []  # the waits taken after a 1013 (storage full)
+        self.resent = 0
+        self.retrying = False  # waiting to reconnect after a 1013
+        self._reconnecting: asyncio.Task | None = None
         self._loop = asyncio.get_running_loop()
+        self._settled = False
+        self._values = [20.0 + 100.0 * i for i in range(len(fleet.sensors))]
+        self._new_connection()
+
+    def _new_connection(self) -> None:
+        """The state of one connection (the first, or the next after a 1013)."""
+        self.welcomed = False
         self._transport: asyncio.Transport | None = None
         self._open = False  # welcomed and not closing: readings may be sent
         self._upgraded = False
         self._close_sent = False
         self._close_got = False
-        self._settled = False
         self._buffer = b""
         self._timeout: asyncio.TimerHandle | None = None
         self._key = os.urandom(4)  # the masking key of this connection
@@ -218,7 +236,6 @@ class LeanDevice(asyncio.BufferedProtocol):
         self._ws_key = base64.b64encode(os.urandom(16)).decode()
         self._accept = base64.b64encode(
             hashlib.sha1(self._ws_key.encode() + WS_GUID).digest()).decode()
-        self._values = [20.0 + 100.0 * i for i in range(len(fleet.sensors))]
 
     # --- the connection --------------------------------------------------------------------
 
@@ -232,9 +249,11 @@ class LeanDevice(asyncio.BufferedProtocol):
         except (OSError, TimeoutError) as exc:
             self.failures.append(f"connect: {type(exc).__name__}: {exc}"[:200])
         finally:
-            if not self.connections:  # failed, or cancelled: no connection_lost will come
+            if self._transport is None and not self.lost.done():
+                # Failed, or cancelled: no connection_lost will come.
                 self.lost.set_result(None)
                 self._settle()
+                self.check_drained()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -261,7 +280,26 @@ class LeanDevice(asyncio.BufferedProtocol):
         self._settle()
         if self.lost is not None and not self.lost.done():
             self.lost.set_result(None)
+        if self.closes[-1:] == [ws_format.CLOSE_TRY_AGAIN] and not self.fleet.closing:
+            self._retry()
         self.check_drained()
+
+    def _retry(self) -> None:
+        """The retry rule after a 1013 (storage full): connect again after the wait its
+        reason gives, plus a random 0-50 %."""
+        wait = ws_format.retry_wait(ws_format.retry_after(self.close_reason)
+                                    or FALLBACK_RETRY_S, self.rng)
+        self.full_waits.append(wait)
+        self.retrying = True
+        self._loop.call_later(wait, self._reconnect)
+
+    def _reconnect(self) -> None:
+        self.retrying = False
+        if self.fleet.closing:
+            self.check_drained()
+            return
+        self._new_connection()
+        self._reconnecting = self._loop.create_task(self.connect())
 
     def close(self, code: int) -> None:
         """Start the closing handshake (bounded: the socket is aborted after the timeout)."""
@@ -426,6 +464,7 @@ class LeanDevice(asyncio.BufferedProtocol):
             self._close_got = True
             self._open = False
             self.closes.append(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None)
+            self.close_reason = payload[2:].decode("utf-8", "replace")
             assert self._transport is not None
             if not self._close_sent:
                 self._close_sent = True
@@ -444,6 +483,8 @@ class LeanDevice(asyncio.BufferedProtocol):
             take_command(self, message)
         elif kind == "welcome" and not self.welcomed:
             self._welcome(message)
+        elif kind == "error" and message.get("error") == ws_format.STORAGE_FULL:
+            self.full_errors += 1  # close 1013 follows: the retry rule
         else:
             self.unexpected.append(f"unexpected message: {payload[:200]!r}")
             if not self.welcomed:
@@ -459,6 +500,21 @@ class LeanDevice(asyncio.BufferedProtocol):
             self._timeout.cancel()
             self._timeout = None
         self._settle()
+        self._send_pending()
+
+    def _send_pending(self) -> None:
+        """After a reconnect: every unacknowledged message again, oldest first (measured
+        while away, for the first time)."""
+        now = self._loop.time()
+        assert self._transport is not None
+        for message in self.pending.values():
+            if message.sends:
+                self.resent += 1
+            else:
+                self.lateness.append(now - message.due)
+            message.sends += 1
+            message.sent_at = now
+            self._transport.write(self._frame(TEXT, message.text.encode()))
 
     def _ack(self, seq: object, now: float) -> None:
         message = self.pending.get(seq) if type(seq) is int else None
@@ -478,7 +534,7 @@ class LeanDevice(asyncio.BufferedProtocol):
 
     def check_drained(self) -> None:
         """Drained: measuring is over, and everything was acked or can no longer be."""
-        if (not self.is_drained and self.fleet.ticking_over
+        if (not self.is_drained and self.fleet.ticking_over and not self.retrying
                 and (not self.pending or self._transport is None)):
             self.mark_drained()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from toolchain_fixtures import build_tree, import_tree, open_db
 
 from co2unit_server import create_app
 from co2unit_server.config import Config, load_config
+from co2unit_server.headroom import free_bytes
 from co2unit_server.launcher import GatewayProcess, ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,3 +100,61 @@ def config(tmp_path: Path) -> Config:
 def client(config: Config):
     """Flask's test client on an app built against temp dirs."""
     return create_app(config).test_client()
+
+
+class SmallFs:
+    """A tmpfs mounted by the test: a disk that can fill, and be emptied again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fillers: list[Path] = []
+
+    def free(self) -> int:
+        return free_bytes(self.path)
+
+    def fill(self, leave: int = 0) -> None:
+        """Take all but about `leave` bytes (0: until the disk refuses even a byte)."""
+        filler = self.path / f"filler-{len(self.fillers)}"
+        self.fillers.append(filler)
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            if leave:
+                os.posix_fallocate(fd, 0, max(0, self.free() - leave))
+                return
+            block = b"\0" * 65536
+            while True:  # the last bytes too: a write takes what is left
+                try:
+                    os.write(fd, block)
+                except OSError:
+                    break
+        finally:
+            os.close(fd)
+
+    def empty(self) -> None:
+        """Delete the fillers: the space comes back."""
+        for filler in self.fillers:
+            filler.unlink(missing_ok=True)
+        self.fillers.clear()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator:
+    """small_fs(size_bytes) mounts a tmpfs of that size under tmp_path (mounting needs root:
+    the test is skipped, saying why, where it may not); every one is unmounted at the end."""
+    mounted: list[Path] = []
+
+    def mount(size: int, name: str = "small") -> SmallFs:
+        path = tmp_path / name
+        path.mkdir()
+        if shutil.which("mount") is None:
+            pytest.skip("cannot mount a tmpfs here: no mount command")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(path)
+        return SmallFs(path)
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "--lazy", str(path)], capture_output=True)

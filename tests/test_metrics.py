@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client.parser import text_string_to_metric_families
 
 from co2unit_server import db
-from co2unit_server.config import load_config
+from co2unit_server.config import SHM_DIR, load_config
+from co2unit_server.headroom import free_bytes
 from co2unit_server.launcher import free_port
 from co2unit_server.serve import METRICS_DIR_ENV, metrics_environ
 from co2unit_server.server.app import create_app
@@ -106,6 +107,28 @@ def test_each_app_counts_in_a_registry_of_its_own(tmp_path):
     assert counts == [1, 0]
 
 
+def test_storage_full_and_free_bytes_of_each_data_directory(tmp_path):
+    dirs = {"remote_data_dir": tmp_path / "rd", "var_dir": tmp_path / "var"}
+    for floor, full in ((0, 0), (free_bytes(tmp_path) + (1 << 30), 1)):
+        app = create_app(load_config({}, min_free_bytes=floor, **dirs))
+        found = samples(app.test_client().get("/metrics").get_data(as_text=True))
+        for path in dirs.values():
+            assert value(found, "co2unit_storage_full", path=str(path)) == full
+            assert abs(value(found, "co2unit_storage_free_bytes", path=str(path))
+                       - free_bytes(tmp_path)) < 64 << 20
+
+
+def test_the_workers_counting_files_are_kept_off_the_data_disk(tmp_path):
+    """prometheus_client's files are sparse and memory-mapped: on a full data disk a worker
+    touching a new page of one dies of SIGBUS. By default they live in RAM, one directory
+    per var_dir."""
+    config = load_config({}, var_dir=tmp_path / "var")
+    assert config.metrics_dir.parent == SHM_DIR
+    assert load_config({}, var_dir=tmp_path / "var2").metrics_dir != config.metrics_dir
+    chosen = load_config({}, var_dir=tmp_path / "var", metrics_files_dir=tmp_path / "m")
+    assert chosen.metrics_dir == tmp_path / "m"
+
+
 def test_without_metrics_there_are_no_hooks_and_no_page(config):
     app = create_app(config, with_metrics=False)
     assert app.test_client().get("/metrics").status_code == 404
@@ -171,7 +194,7 @@ def test_metrics_add_up_both_uwsgi_workers(server_factory):
     assert all(w["requests"] > 0 for w in workers), [w["requests"] for w in workers]
     # Each worker counts in files of its own pid; /metrics adds them up.
     pids = {w["pid"] for w in workers}
-    files = {p.name for p in (server.var_dir / "metrics").iterdir()}
+    files = {p.name for p in server.metrics_dir.iterdir()}
     assert all(f"counter_{pid}.db" in files for pid in pids), (pids, files)
 
     found: dict = {}

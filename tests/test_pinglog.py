@@ -8,6 +8,7 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from co2unit_server.errors import ApiError, ErrorCode
 from co2unit_server.pinglog import Ping, PingLog, ping_files, tail_lines
 
 from conftest import HW_ID
@@ -196,3 +197,23 @@ def test_tail_lines_of_a_long_file(tmp_path):
     path.write_text("".join(f"line {i}\n" for i in range(5000)))
     assert tail_lines(path, 3) == ["line 4997", "line 4998", "line 4999"]
     assert tail_lines(path, 0) == []
+
+
+def test_a_ping_that_cannot_be_written_is_507_and_not_recorded(small_fs):
+    disk = small_fs(1 << 20)
+    log = make_log(disk.path)
+    log.record(ping(0))
+    disk.fill()
+    refused = 0
+    for i in range(1, 200):  # the file's last page takes a few lines more, then nothing
+        try:
+            log.record(ping(i, site_code="x" * 200))
+        except ApiError as exc:
+            assert exc.status == 507 and exc.code is ErrorCode.INSUFFICIENT_STORAGE
+            refused += 1
+    assert refused > 100
+    disk.empty()
+    log.record(ping(200))
+    recorded = (disk.path / "var" / "pings" / "pings-0000.tsv").read_text().splitlines()
+    assert len(recorded) == 201 - refused  # each ping answered 200 is in the log, whole
+    assert len(db_rows(disk.path, log)) == len(recorded)  # and in the table, once there is room

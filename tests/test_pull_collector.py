@@ -214,6 +214,30 @@ def test_backoff_after_failures_and_back_on_schedule_after_success(tmp_path, gat
     assert all(abs(boot_device.lateness_s(a)) < 0.2 for a in recovered[1:])
 
 
+def test_a_full_disk_pauses_polling_until_there_is_room(tmp_path, gateway_factory, small_fs):
+    disk = small_fs(8 << 20)
+    with FleetThread([DeviceSpec("healthy")]) as fleet:
+        arrivals = fleet.devices["healthy"].arrivals_us
+        devices_file = tmp_path / "devices.tsv"
+        devices_file.write_text(devices_tsv(fleet.pull_devices(0.5)))
+        run = PullRunSettings(interval_s=0.5, timeout_s=0.5, refresh_s=0.2, max_backoff_s=2.0)
+        gateway = gateway_factory(settings={**gateway_settings(devices_file, run),
+                                            "min_free_bytes": str(2 << 20)}, base=disk.path)
+        assert wait_for(lambda: len(arrivals) >= 2)
+        disk.fill(leave=1 << 20)
+        time.sleep(1.5)  # the collector looks at the disk once a second
+        paused_at = len(arrivals)
+        time.sleep(3.0)
+        polled_while_full = len(arrivals) - paused_at
+        disk.empty()
+        assert wait_for(lambda: len(arrivals) >= paused_at + 2), "no polls after recovery"
+        gateway.stop()
+    assert polled_while_full == 0
+    log = gateway.log_text()
+    assert log.count("pull collector: storage full") == 1, log
+    assert log.count("pull collector: storage recovered") == 1, log
+
+
 def lines_of_dir(base: Path, device: str):
     return [line for _, line in read_pull_logs(base / "remote_data")[device]]
 

@@ -105,6 +105,21 @@ def test_a_torn_last_line_is_ended_and_kept(tmp_path, caplog):
     assert "torn line" in caplog.text
 
 
+def test_a_line_the_full_disk_cut_short_is_taken_back(small_fs):
+    disk = small_fs(1 << 20)
+    log = RawLog(disk.path, "tcp", 1 << 30)
+    log.append("esp8266-1", line(b"first"))
+    disk.fill(leave=8192)  # room for part of the next line only
+    with pytest.raises(OSError) as full:
+        log.append("esp8266-1", line(b"x" * 65536))
+    assert full.value.errno == 28  # ENOSPC, as a write that took nothing says it
+    disk.empty()
+    assert log.append("esp8266-1", line(b"second")) == "tcp/esp8266-1/0000.log:2"
+    log.close()
+    assert [parsed.payload for _, parsed in rawlog.read_lines(disk.path / "tcp/esp8266-1")] == [
+        b"first", b"second"]
+
+
 def test_an_unfinished_last_line_is_not_read(tmp_path):
     device_dir = tmp_path / "tcp" / "esp8266-3"
     device_dir.mkdir(parents=True)

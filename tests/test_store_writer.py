@@ -252,3 +252,54 @@ def test_a_child_that_cannot_start_is_logged_and_its_rows_given_up(store, tmp_pa
         store.add_many([_receipt(1), _receipt(2)])
         assert store.flush(10)
     assert "store writer could not start" in caplog.text and "2 receipt(s)" in caplog.text
+
+
+def test_a_full_disk_keeps_the_rows_and_writes_them_once_there_is_room(small_fs, capfd):
+    disk = small_fs(4 << 20)
+    db_path = disk.path / "db.sqlite3"
+    store = ProcessStore(db_path, 1000, "INFO")
+    try:
+        store.add_many([_receipt(n) for n in range(10)])
+        assert store.flush(10)
+        disk.fill()
+        store.add_many([_receipt(n, values=5) for n in range(10, 3010)])
+        assert not store.flush(3)  # not written, and not given up either
+        disk.empty()
+        assert store.flush(10)
+    finally:
+        store.close()
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM gateway_receipts").fetchone()[0] == 3010
+        assert conn.execute("SELECT count(*) FROM measurements").fetchone()[0] == 10 + 3000 * 5
+    err = capfd.readouterr().err
+    assert err.count("database or disk is full") == 1, err  # a line when it fills...
+    assert err.count("has room again") == 1 and "Traceback" not in err  # ...and when it empties
+
+
+def test_what_counts_as_a_full_disk():
+    def error(code: int) -> sqlite3.OperationalError:
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorcode = code
+        return exc
+
+    assert db_writer.disk_full(error(sqlite3.SQLITE_FULL))
+    assert db_writer.disk_full(error(sqlite3.SQLITE_IOERR_SHMSIZE))  # growing -shm failed
+    assert not db_writer.disk_full(error(sqlite3.SQLITE_CORRUPT))
+    assert not db_writer.disk_full(error(sqlite3.SQLITE_IOERR_WRITE))
+    assert db_writer.disk_full(OSError(28, "No space left on device"))
+    assert not db_writer.disk_full(OSError(5, "Input/output error"))
+
+
+def test_a_store_closed_on_a_full_disk_ends_soon_and_says_what_it_did_not_write(small_fs,
+                                                                               caplog):
+    disk = small_fs(4 << 20)
+    store = ProcessStore(disk.path / "db.sqlite3", 1000, "INFO")
+    store.add_many([_receipt(n) for n in range(10)])
+    assert store.flush(10)
+    disk.fill()
+    store.add_many([_receipt(n, values=5) for n in range(10, 3010)])
+    began = time.monotonic()
+    store.close(2.0)
+    assert time.monotonic() - began < 2.0 + store_writer.END_UNWRITTEN_S + 2.0
+    lost = [r.getMessage() for r in caplog.records if "not in" in r.getMessage()]
+    assert len(lost) == 1 and ": 3000 receipt(s) (with their values) are in the raw log" in lost[0]

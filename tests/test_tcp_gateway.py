@@ -361,6 +361,33 @@ def test_many_concurrent_connections_are_all_stored(gateway_factory):
         [(len(packets),)]
 
 
+def refused(gateway: GatewayProcess) -> bool:
+    """Whether a station's connect fails now (what keeps its records on the device)."""
+    try:
+        socket.create_connection(("127.0.0.1", gateway.tcp_port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_a_full_disk_refuses_connects_until_there_is_room(gateway_factory, small_fs):
+    disk = small_fs(8 << 20)
+    gateway = gateway_factory({"min_free_bytes": str(2 << 20)}, tcp=True, base=disk.path)
+    send(gateway, packet(records(1, 2)))
+    disk.fill(leave=1 << 20)  # below the floor: a packet would still fit, but is not taken
+    assert wait_for(lambda: refused(gateway), timeout=5), "still accepting on a full disk"
+    time.sleep(1.5)
+    assert refused(gateway)  # refused, not accepted and closed: the station keeps its records
+    disk.empty()
+    assert wait_for(lambda: not refused(gateway), timeout=5), "not accepting after recovery"
+    send(gateway, packet(records(3, 2), every=120))
+    assert sorted(lights(values(gateway))) == [1, 2, 3, 4]  # nothing lost, nothing twice
+    log = gateway.log_text()
+    assert log.count("tcp gateway: storage full") == 1, log
+    assert log.count("tcp gateway: storage recovered") == 1, log
+    assert "Traceback" not in log
+
+
 def test_simulate_tcp_passes(tmp_path):
     """Stations as the firmware makes them, in real time (a wake every 11.8 s): every fault,
     constant readings and full buffers; every record delivered whole stored once, on time."""

@@ -7,7 +7,9 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
+import random
 import re
 import signal
 import socket
@@ -29,7 +31,13 @@ from co2unit_server.config import load_config
 from co2unit_server.gateways import ws_format, ws_gateway
 from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper
-from co2unit_server.gateways.ws_format import Readings, WsLine
+from co2unit_server.gateways.ws_format import (
+    Readings,
+    WsLine,
+    retry_after,
+    retry_reason,
+    retry_wait,
+)
 from co2unit_server.gateways.ws_gateway import WsGateway, _Device
 from co2unit_server.gateways.ws_seqs import SAVED_FILE, SeqState, read_state
 from co2unit_server.launcher import GatewayProcess, free_port
@@ -759,9 +767,11 @@ class _Store:
         return True
 
 
-def inside(tmp_path: Path, client, fail_first_syncs: int = 0) -> tuple[object, _Store]:
+def inside(tmp_path: Path, client, fail_first_syncs: int = 0,
+           with_gateway: bool = False) -> tuple[object, _Store]:
     """Run `client(port, durable)` against a WsGateway in this process whose fsyncs note the
-    seqs they made durable (the first `fail_first_syncs` fail with EIO instead)."""
+    seqs they made durable (the first `fail_first_syncs` fail with EIO instead);
+    `client(port, durable, gateway)` with `with_gateway`."""
     config = load_config({}, remote_data_dir=tmp_path / "remote_data", var_dir=tmp_path / "var",
                          gateway_host="127.0.0.1", ws_gateway_port=free_port(),
                          raw_log_sync_ms=30.0)
@@ -782,8 +792,11 @@ def inside(tmp_path: Path, client, fail_first_syncs: int = 0) -> tuple[object, _
 
         gateway.commit = GroupCommit(sync, config.raw_log_sync_ms / 1000)
         await gateway.start()
+        address = f"ws://127.0.0.1:{config.ws_gateway_port}/"
         try:
-            return await client(f"ws://127.0.0.1:{config.ws_gateway_port}/", durable)
+            if with_gateway:
+                return await client(address, durable, gateway)
+            return await client(address, durable)
         finally:
             await gateway.close()
 
@@ -894,3 +907,67 @@ def test_the_protocol_document_lists_every_error_and_close_code():
     assert errors <= table_codes, f"not in {PROTOCOL_DOC.name}'s error table"
     assert closes <= table_closes, f"not in {PROTOCOL_DOC.name}'s close code table"
     assert "../shared" not in text
+
+
+def disk_full(gateway: WsGateway, full: bool) -> None:
+    """Put the gateway's disk below its floor, or above (its next look sees it at once)."""
+    gateway.headroom.min_free_bytes = 1 << 62 if full else 0
+    gateway.headroom._checked_at = float("-inf")
+
+
+async def closing_of(ws) -> tuple[int | None, str | None]:
+    """Wait for the gateway's close; nothing but the close may come first."""
+    with contextlib.suppress(ConnectionClosed):
+        answer = await asyncio.wait_for(ws.recv(), WAIT)
+        pytest.fail(f"answered {answer} after STORAGE_FULL")
+    return ws.close_code, ws.close_reason
+
+
+def test_a_full_disk_refuses_with_storage_full_and_1013_and_loses_nothing_acked(tmp_path,
+                                                                                caplog):
+    async def client(address: str, durable: set[int], gateway: WsGateway) -> dict:
+        seen: dict = {}
+        async with async_connect(address) as ws:
+            await ws.send(hello())
+            await ws.recv()
+            for seq in (1, 2):
+                await ws.send(message(seq))
+            acks = await acks_of(ws, 2, durable)
+            disk_full(gateway, True)
+            for seq in (3, 4):
+                await ws.send(message(seq))
+            seen["error"] = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+            seen["close"] = await closing_of(ws)
+        async with async_connect(address) as ws:  # too soon: the hello is refused alike
+            await ws.send(hello())
+            seen["hello error"] = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+            seen["hello close"] = await closing_of(ws)
+        disk_full(gateway, False)
+        async with async_connect(address) as ws:  # room again: 3 and 4 resent, as kept
+            await ws.send(hello())
+            await ws.recv()
+            for seq in (3, 4):
+                await ws.send(message(seq))
+            seen["acks"] = acks + await acks_of(ws, 2, durable)
+        return seen
+
+    caplog.set_level(logging.INFO)
+    seen, store = inside(tmp_path, client, with_gateway=True)
+    reason = "storage full; retry after 60 s"  # ws_full_retry_seconds' default
+    assert seen["close"] == seen["hello close"] == (1013, reason)
+    for error in (seen["error"], seen["hello error"]):
+        assert error["type"] == "error" and error["error"] == "STORAGE_FULL"
+        assert retry_after(error["message"]) == 60.0
+    assert seen["acks"] == store.seqs == [1, 2, 3, 4]
+    logged = [WsLine.parse(raw).seq for raw in
+              (tmp_path / "remote_data/ws/dev-1/0000.log").read_bytes().splitlines()]
+    assert logged == [1, 2, 3, 4]  # nothing of 3 and 4 while the disk was full
+    states = [r.getMessage() for r in caplog.records if "ws gateway: storage" in r.getMessage()]
+    assert [m.split(":")[1] for m in states] == [" storage full", " storage recovered"]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_the_retry_rule_waits_at_least_the_seconds_given_plus_up_to_half():
+    rng = random.Random(7)
+    waits = [retry_wait(retry_after(retry_reason(2.5)), rng) for _ in range(1000)]
+    assert min(waits) >= 2.5 and max(waits) <= 3.75 and max(waits) - min(waits) > 1.0

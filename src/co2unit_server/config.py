@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 INI_SECTION = "co2unit"
+# RAM, apart from the data disk: prometheus_client's files are memory-mapped and sparse, and a
+# worker writing to a page of one on a full filesystem dies of SIGBUS.
+SHM_DIR = Path("/dev/shm")
 ENV_PREFIX = "CO2UNIT_"
 # Names the environment variable that points at the ini file holding the [co2unit] section.
 CONFIG_FILE_ENV = ENV_PREFIX + "CONFIG"
@@ -93,7 +97,9 @@ class Config:
         32 * 1024 * 1024, _positive_int, "Largest pushed file; a write past it gets 413.")
     min_free_bytes: int = _setting(
         64 * 1024 * 1024, _positive_int,
-        "Free space the data disk must keep; below it pushes get 507 and nothing is written.")
+        "Free space the data disk must keep; below it pushes get 507 and nothing is written, "
+        "the WebSocket gateway refuses new readings (STORAGE_FULL, close 1013), the TCP "
+        "gateway stops accepting and the pull collector pauses, until there is room again.")
     push_dirs: tuple[str, ...] = _setting(
         ("data", "errors"), _name_list,
         "Comma-separated top-level directories units may push into (never `updates`).")
@@ -164,6 +170,11 @@ class Config:
         30, _positive_int,
         "Bad messages a WebSocket device may send in a minute before it is disconnected "
         "(1008).")
+    ws_full_retry_seconds: float = _setting(
+        60.0, _positive_float,
+        "While the data disk is below min_free_bytes, how long a WebSocket device must wait "
+        "before it connects again (it is told in the STORAGE_FULL error and the 1013 close "
+        "reason, and adds a random 0-50 %).")
     ws_tokens_file: Path | None = _setting(
         None, _optional_path,
         "File of streaming device ids and salted token hashes (`co2unit-server add-device`); "
@@ -192,6 +203,12 @@ class Config:
         5.0, _positive_float,
         "Group commit window of the gateways' raw logs: what arrived within it is fsynced "
         "together before it is stored in the database.")
+    metrics_files_dir: Path | None = _setting(
+        None, _optional_path,
+        "Where the uWSGI workers' prometheus_client keeps its memory-mapped counting files "
+        "(emptied at each start). Empty: `/dev/shm/co2unit-metrics-<hash of var_dir>` (RAM: "
+        "a full data disk cannot kill a worker with SIGBUS), or `var_dir/metrics` where "
+        "there is no /dev/shm. Set it elsewhere only to a filesystem that cannot fill.")
     log_level: str = _setting(
         "INFO", str.upper, "Python logging level of the server (DEBUG, INFO, WARNING, ERROR).")
 
@@ -228,8 +245,15 @@ class Config:
 
     @property
     def metrics_dir(self) -> Path:
-        """prometheus_client's multiprocess files (emptied when the server starts)."""
-        return self.var_dir / "metrics"
+        """prometheus_client's multiprocess files (emptied when the server starts): see
+        metrics_files_dir."""
+        if self.metrics_files_dir is not None:
+            return self.metrics_files_dir
+        if not SHM_DIR.is_dir():
+            return self.var_dir / "metrics"
+        # One directory per var_dir: servers side by side (tests) must not share counters.
+        key = hashlib.sha1(str(self.var_dir.resolve()).encode()).hexdigest()[:12]
+        return SHM_DIR / f"co2unit-metrics-{key}"
 
     def validate(self) -> Config:
         """Refuse settings that would make the server unsafe."""

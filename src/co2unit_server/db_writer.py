@@ -16,9 +16,21 @@ import time
 from pathlib import Path
 
 from . import db
+from .headroom import no_space
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000  # submitted rows written in one transaction
+FULL_RETRY_S = 1.0  # between two tries of a batch while the disk is full
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether a database error says the disk is full: SQLITE_FULL, SQLITE_IOERR_SHMSIZE (SQLite
+    writes a byte to each page it adds to the -shm file, so that a full disk fails the write
+    instead of raising SIGBUS in the mapping later: os_unix.c, unixShmMap), or ENOSPC itself."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", 0)
+        return code == sqlite3.SQLITE_IOERR_SHMSIZE or code & 0xFF == sqlite3.SQLITE_FULL
+    return no_space(exc)
 
 
 class BatchWriter:
@@ -27,7 +39,9 @@ class BatchWriter:
     A request only queues its row; the writer inserts what has queued, a batch per
     transaction, within milliseconds. A batch that cannot be written (database locked,
     corrupt, process killed) is logged with `lost_note` saying where the rows still are.
-    Row element `unit_at` is the unit's hw_id, for that log line.
+    Row element `unit_at` is the unit's hw_id, for that log line. A full disk loses nothing:
+    the batch is kept and tried again every FULL_RETRY_S until there is room, with one log
+    line when the disk fills and one when the rows go in again.
     """
 
     cache_kib = 0  # the connection's page cache; 0: SQLite's default (2 MiB)
@@ -47,6 +61,7 @@ class BatchWriter:
         # use. This lock is never held in the master, so a fork cannot copy it held.
         self._start_lock = threading.Lock()
         self._pid: int | None = None
+        self._full = False  # the last try failed for want of space
         self._fresh_state()
 
     def _fresh_state(self) -> None:
@@ -89,7 +104,8 @@ class BatchWriter:
                 self._cond.wait_for(lambda: self._pending)
                 batch = self._take()
             started = time.monotonic()
-            self._insert(batch)
+            while not self._insert(batch):  # the disk is full: the batch is kept
+                time.sleep(FULL_RETRY_S)
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
@@ -110,7 +126,8 @@ class BatchWriter:
         del self._pending[:MAX_BATCH]
         return batch
 
-    def _insert(self, batch: list[tuple]) -> None:
+    def _insert(self, batch: list[tuple]) -> bool:
+        """Write one batch; False when the disk is full (the batch is to be tried again)."""
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -118,13 +135,29 @@ class BatchWriter:
                 self._write(conn, batch)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled it back itself (SQLITE_FULL)
+                    conn.execute("ROLLBACK")
                 raise
-        except Exception:  # whatever it is, the writer must live on for the next batch
+        except Exception as exc:  # whatever it is, the writer must live on for the next batch
+            self._close()
+            if disk_full(exc):
+                self._filled(exc, len(batch))
+                return False
             units = sorted({row[self.unit_at] for row in batch})
             log.exception("%d %s row(s) of %s are %s %s", len(batch), self.what,
                           ", ".join(units), self.lost_note, self.db_path)
-            self._close()
+        if self._full:
+            self._full = False
+            log.warning("%s writer: %s has room again: the rows kept are written",
+                        self.what, self.db_path)
+        return True
+
+    def _filled(self, exc: BaseException, rows: int) -> None:
+        if not self._full:
+            self._full = True
+            log.error("%s writer: %s: %s; %d row(s) and those queued after them are kept "
+                      "and tried again every %g s", self.what, self.db_path, exc, rows,
+                      FULL_RETRY_S)
 
     def _write(self, conn: sqlite3.Connection, batch: list[tuple]) -> None:
         """Insert one batch, inside the writer's transaction."""

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from . import db
 from .config import Config, ConfigError, load_config
 from .delivery import UpdateState, update_states
+from .headroom import storage_alarms
 from .pinglog import tail_lines
 from .timestamps import DAY, to_epoch
 from .toolchain import plotdata
@@ -355,29 +356,33 @@ _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN_EXIT: "UN
 
 
 def check(rows: list[UnitRow], now: float, devices: Sequence[DeviceRow] = (),
-          gateway_problems: Sequence[tuple[str, str, str]] = ()) -> tuple[int, list[str]]:
+          gateway_problems: Sequence[tuple[str, str, str]] = (),
+          storage: Sequence[str] = ()) -> tuple[int, list[str]]:
     """Exit status and lines for cron or Nagios: 0 all deployed units and watched gateway
-    devices alive, 1 late, 2 silent/never seen (gateway_status says which devices count).
+    devices alive, 1 late, 2 silent/never seen (gateway_status says which devices count) or
+    a storage alarm (headroom.storage_alarms: the server refuses new data).
 
     `gateway_problems` are the running gateway process's (gateways/health.py): a gateway
     that is not running is critical, the rest (a devices file in error) a warning."""
     deployed = [row for row in rows if row.deployed]
     watched = [row for row in devices if row.watched]
+    gateway_lines = [f"GATEWAY {level.upper()} {message}" for _, level, message in gateway_problems]
+    gateway_code = max((CRITICAL if level == "critical" else WARNING
+                        for _, level, _ in gateway_problems), default=OK)
     if not deployed and not watched and not gateway_problems:
-        return UNKNOWN_EXIT, ["FLEET UNKNOWN - no unit is deployed now (has the deployment "
-                              "table been imported? `make` in database/)"]
+        head = ("no unit is deployed now (has the deployment table been imported? `make` in "
+                "database/)")
+        code = CRITICAL if storage else UNKNOWN_EXIT
+        return code, [f"FLEET {_LABELS[code]} - {head}", *storage]
     problems = [row for row in deployed if row.problem]
     device_problems = [row for row in watched if row.problem]
     worst = {row.status for row in [*problems, *device_problems]}
-    code = CRITICAL if worst & {SILENT, NEVER_SEEN} else WARNING if worst else OK
-    for _, level, _ in gateway_problems:
-        code = max(code, CRITICAL if level == "critical" else WARNING)
+    code = CRITICAL if storage or worst & {SILENT, NEVER_SEEN} else WARNING if worst else OK
+    code = max(code, gateway_code)
     head = f"FLEET {_LABELS[code]} - {_counted(deployed, 'deployed units')}"
     if watched:
         head += f"; {_counted(watched, 'gateway devices')}"
-    return code, ([head] + [f"GATEWAY {level.upper()} {message}"
-                            for _, level, message in gateway_problems]
-                  + [_problem_line(row, now) for row in problems]
+    return code, ([head, *storage, *gateway_lines] + [_problem_line(row, now) for row in problems]
                   + [row.problem_line(now) for row in device_problems])
 
 
@@ -412,10 +417,11 @@ def run_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         with connection(config.db_path) as conn:
             rows = fleet(conn, config, now, with_updates=False)
             devices = fleet_devices(conn, config, now)
-    except (ConfigError, ResearchError, sqlite3.Error) as exc:
+        alarms = storage_alarms(config)
+    except (ConfigError, ResearchError, sqlite3.Error, OSError) as exc:
         print(f"FLEET UNKNOWN - cannot tell: {exc}")
         return UNKNOWN_EXIT
-    code, lines = check(rows, now, devices, read_health(config.gateway_health_file))
+    code, lines = check(rows, now, devices, read_health(config.gateway_health_file), alarms)
     print("\n".join(lines))
     sys.stdout.flush()
     return code

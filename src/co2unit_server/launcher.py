@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .config import SHM_DIR, ConfigError, load_config
 from .unitclient import Reply, request
 
 
@@ -76,9 +78,19 @@ class ServerProcess:
                 timeout: float = 30.0) -> Reply:
         return request(self.host, self.port, method, path, body, timeout)
 
+    @property
+    def metrics_dir(self) -> Path:
+        """Where its workers' prometheus_client files are (config.metrics_dir)."""
+        return load_config({**os.environ, **self.env}, self.ini,
+                           var_dir=self.var_dir.resolve()).metrics_dir
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Signal every process of the server (master, workers, HTTP router) and reap it."""
+        """Signal every process of the server (master, workers, HTTP router) and reap it;
+        its metrics files go too when they are in RAM (they would outlive its temp dirs)."""
         self.proc = _kill_group(self.proc, sig)
+        with contextlib.suppress(ConfigError):  # a server started with bad settings has none
+            if self.metrics_dir.parent == SHM_DIR:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop as systemd does: SIGTERM to the master, SIGKILL to all if it lingers."""

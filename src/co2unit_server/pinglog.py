@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -10,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 
 from .db_writer import BatchWriter
+from .errors import ApiError, ErrorCode
+from .headroom import Headroom, no_space
 from .locking import file_lock
 
 log = logging.getLogger(__name__)
@@ -57,9 +60,21 @@ def _append_line(path: Path, line: bytes) -> None:
     # One write() with O_APPEND: the line lands whole at the end.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, line)
+        written = os.write(fd, line)
+        if written != len(line):
+            _take_back(fd, written)
+            raise OSError(errno.ENOSPC, f"{written} of {len(line)} bytes written", str(path))
     finally:
         os.close(fd)
+
+
+def _take_back(fd: int, written: int) -> None:
+    """Cut off the part of a line a full disk let through: else it would be answered 507 yet
+    be half in the log, and the next line glued to it. Only while it is still the file's end
+    (another process's line after it stays; on a full disk that is all but impossible)."""
+    end = os.lseek(fd, 0, os.SEEK_CUR)  # O_APPEND: where this write ended
+    if os.fstat(fd).st_size == end:
+        os.ftruncate(fd, end - written)
 
 
 def ping_files(pings_dir: Path) -> list[Path]:
@@ -84,17 +99,29 @@ class PingLog:
         self.table = BatchWriter(db_path, busy_timeout_ms, INSERT_PING, "ping",
                                  "in the TSV log but not in")
         self._current: Path | None = None  # the file this process appends to
+        # Pings are a line each: they go into the floor's room (min_free_bytes 0 here), so
+        # only a disk really full refuses them.
+        self.headroom = Headroom(pings_dir, 0, "alive pings")
 
     def record(self, ping: Ping) -> None:
         """Append the ping to the TSV, then hand it to the table; failures are logged.
 
-        Never raises: a unit that gets anything but 200 for its ping ends its cycle without
-        pushing its data, so a broken log must not cost it the day.
+        A unit that gets anything but 200 for its ping ends its cycle without pushing its
+        data, so a broken log must not cost it the day: only a full disk, where nothing can
+        be stored and its pushes would get 507 too, is answered so (ApiError 507), the ping
+        not recorded.
         """
         try:
             self._append(ping.tsv_line().encode("utf-8"))
-        except OSError:
+        except OSError as exc:
+            if no_space(exc):
+                self.headroom.filled()
+                raise ApiError(ErrorCode.INSUFFICIENT_STORAGE,
+                               "the server's disk is full: the ping could not be recorded"
+                               ) from exc
             log.exception("could not append the ping of %s to %s", ping.hw_id, self.pings_dir)
+        else:
+            self.headroom.wrote()
         try:
             self.table.submit(ping.db_row())
         except RuntimeError:  # no thread could be started for the writer

@@ -9,12 +9,10 @@ with a lock shared by all uWSGI processes and threads.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
 import stat
-import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -22,13 +20,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import ApiError, ErrorCode
+from .headroom import Headroom, no_space
 from .locking import file_lock
 
 log = logging.getLogger(__name__)
 
 SUPERSEDED_DIR = "superseded"
-FREE_SPACE_RECHECK_S = 1.0
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -114,10 +111,7 @@ class PushStore:
         self._locks_dir = str(locks_dir)
         self.push_dirs = tuple(push_dirs)
         self.max_file_bytes = max_file_bytes
-        self.min_free_bytes = min_free_bytes
-        # statvfs at most once a second per process: a chunk is 4 KB, the floor is megabytes.
-        self._free_checked_at = float("-inf")
-        self._free_bytes = 0
+        self.headroom = Headroom(self.root, min_free_bytes, "unit pushes")
 
     def check_pushable(self, segments: Sequence[str]) -> None:
         """Refuse a push outside the configured directories (never into `updates/`)."""
@@ -216,7 +210,8 @@ class PushStore:
             os.fdatasync(fd)
         except OSError as exc:
             self._undo_write(fd, path, size, existed)
-            if exc.errno in _NO_SPACE:
+            if no_space(exc):
+                self.headroom.filled()
                 raise ApiError(ErrorCode.INSUFFICIENT_STORAGE,
                                "the disk filled up while writing; nothing was stored") from exc
             raise
@@ -237,17 +232,11 @@ class PushStore:
             log.exception("could not undo a failed write to %s", path)
 
     def _check_free_space(self, needed: int) -> None:
-        now = time.monotonic()
-        if now - self._free_checked_at > FREE_SPACE_RECHECK_S:
-            stats = os.statvfs(self.root)
-            self._free_bytes = stats.f_bavail * stats.f_frsize
-            self._free_checked_at = now
-        free = self._free_bytes
-        if free - needed < self.min_free_bytes:
-            log.error("refusing push: %d bytes free, floor is %d", free, self.min_free_bytes)
+        headroom = self.headroom
+        if headroom.full(needed):
             raise ApiError(ErrorCode.INSUFFICIENT_STORAGE,
-                           f"only {free} bytes free on the server, below the floor of "
-                           f"{self.min_free_bytes}; nothing was written")
+                           f"only {headroom.free} bytes free on the server, below the floor of "
+                           f"{headroom.min_free_bytes}; nothing was written")
 
     def _supersede(self, hw_id: str, dir_segments: Sequence[str], name: str,
                    offset: int) -> None:

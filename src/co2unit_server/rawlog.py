@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import logging
 import os
@@ -234,11 +235,18 @@ class RawLog:
         return self.family_dir / device
 
     def append(self, device: str, line: RawLine) -> str:
-        """Append one line (one write(), whole) and return its source key; not yet durable."""
+        """Append one line (one write(), whole) and return its source key; not yet durable.
+        OSError when it could not be written whole (nothing of it is left in the log)."""
         data = line.encode()
         with self._lock:
             current = self._current(device)
-            os.write(current.fd, data)
+            written = os.write(current.fd, data)
+            if written != len(data):
+                # A disk that fills mid-line writes part of it: cut it off, or the next line
+                # would be glued to it and both be unreadable, though acknowledged.
+                os.ftruncate(current.fd, current.size)
+                raise OSError(errno.ENOSPC, f"{written} of {len(data)} bytes written",
+                              str(current.path))
             current.lines += 1
             current.size += len(data)
             self._dirty.add(current.fd)

@@ -47,6 +47,8 @@ FRAME_ITEMS = 1000
 # The child's nice increment: the event loop that acknowledges must have the CPU first. (Not
 # SCHED_IDLE: a busy machine could starve the store for good.)
 NICENESS = 10
+# How long close() lets a child that has rows it could not write (a full disk) end by itself.
+END_UNWRITTEN_S = 1.0
 
 
 class ProcessStore:
@@ -85,15 +87,17 @@ class ProcessStore:
             return self._cond.wait_for(lambda: self._done >= self._submitted, timeout)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what was added (waiting up to `timeout`), then end the child."""
-        self.flush(timeout)
+        """Write what was added (waiting up to `timeout`), then end the child; what it could
+        not write by then (a full disk) is logged as it ends."""
+        written = self.flush(timeout)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         if self._sender is not None:
             self._sender.join(timeout)
         if self._child is not None:
-            self._child.end(timeout)
+            # Not a second wait for rows that did not go in: a full disk keeps them back.
+            self._child.end(timeout if written else END_UNWRITTEN_S)
 
     # --- the sender thread
 
@@ -136,7 +140,9 @@ class _Child:
         self.popen = popen
         self.store = store
         self.sent = self.done = 0
-        threading.Thread(target=self._read_counts, name="store counts", daemon=True).start()
+        self._reader = threading.Thread(target=self._read_counts, name="store counts",
+                                        daemon=True)
+        self._reader.start()
 
     def running(self) -> bool:
         return self.popen.poll() is None
@@ -161,6 +167,7 @@ class _Child:
                       timeout)
             self.popen.kill()
             self.popen.wait()
+        self._reader.join(timeout)  # its line on what was not written comes before we return
 
     def _read_counts(self) -> None:
         fd = self.popen.stdout.fileno()
@@ -278,10 +285,12 @@ def _statements(sql: str, rows: list[tuple]) -> Iterator[tuple[str, list]]:
 class _CountingWriter(ReceiptWriter):
     """Tells the parent, after each transaction, how many receipts it wrote (or gave up)."""
 
-    def _insert(self, batch: list[tuple]) -> None:
-        super()._insert(batch)
+    def _insert(self, batch: list[tuple]) -> bool:
+        if not super()._insert(batch):
+            return False  # kept, to be tried again: not written yet
         with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
             _write_all(sys.stdout.fileno(), _COUNT.pack(len(batch)))
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ polled every pull_refresh_seconds (warned once). One device's trouble never hold
 The devices file is read every RELOAD_CHECK_S: a new good version takes effect at once
 (devices added, removed, or changed restart; the others keep their schedule), a bad one or its
 removal is logged and the devices of the last good version are polled on (DevicesFileWatch).
+While remote_data is below min_free_bytes (headroom.py) polling pauses, and resumes once there
+is room: a poll's line could not be kept, and a NodeMCU keeps no history to lose meanwhile.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from ..config import Config
+from ..headroom import RECHECK_S, Headroom
 from ..measurement_store import MeasurementStore
 from ..rawlog import REFUSED, RawLine, open_family, ts_text
 from .pull_format import FAMILY, DevicesFileWatch, PullDevice, interpret
@@ -152,6 +155,8 @@ class PullCollector:
         self._file = DevicesFileWatch(config.pull_devices_file)
         self._on_file_problem = on_file_problem
         self._warned: set[PullDevice] = set()  # interval under refresh, already warned
+        self.headroom = Headroom(config.remote_data_dir, config.min_free_bytes,
+                                 "pull collector")
         self._timeout = aiohttp.ClientTimeout(total=config.pull_timeout_seconds)
         self._session: aiohttp.ClientSession | None = None
         self._clock: _Clock | None = None
@@ -234,6 +239,7 @@ class PullCollector:
         failures = 0
         while True:
             await clock.sleep_until(at_us)
+            await self._until_room()
             verdict = await self._poll_safely(device)
             if verdict in REFUSED:
                 failures += 1
@@ -242,6 +248,11 @@ class PullCollector:
             at_us = next_poll_us(device, at_us, clock.now_us(), failures,
                                  self.config.pull_refresh_seconds,
                                  self.config.pull_max_backoff_seconds)
+
+    async def _until_room(self) -> None:
+        """Wait while the disk is full (the headroom logs when it fills and recovers)."""
+        while self.headroom.full():
+            await asyncio.sleep(RECHECK_S)
 
     async def _poll_safely(self, device: PullDevice) -> str | None:
         """Poll once; the verdict, or None when the collector itself failed (logged)."""

@@ -6,6 +6,13 @@ not be lost: it is appended to the device's raw log in the very event-loop callb
 the end of it (a kill -9 after that cannot lose it), fsynced with whatever else arrived within
 the group commit window, and only then stored in the database. The gateway ends a connection
 with a FIN only once its packet is in the raw log; any other end (a kill included) is a reset.
+
+While remote_data is below min_free_bytes (headroom.py) the gateway does not listen at all, so
+a station's connect is refused and it keeps its records for its next wake-up. Not listening,
+rather than not accepting: the kernel completes the handshake of connections waiting in the
+backlog, the station's write returns the full length into them, and it deletes its records,
+which a gateway that cannot keep them would then lose. Connections taken before still have
+their packets kept (the floor is their room). It listens again once there is room.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import time
 from typing import NamedTuple
 
 from ..config import Config
+from ..headroom import RECHECK_S, Headroom
 from ..measurement_store import MeasurementStore
 from ..rawlog import RawLine, open_family, ts_text
 from . import tcp_format
@@ -130,15 +138,38 @@ class TcpGateway:
         self._waiting: list[_Kept] = []  # appended, not yet durable
         self._storer: asyncio.Task | None = None
         self._server: asyncio.Server | None = None
+        self.headroom = Headroom(config.remote_data_dir, config.min_free_bytes, "tcp gateway")
+        self._watcher: asyncio.Task | None = None
 
     async def start(self) -> None:
+        if not self.headroom.full():
+            await self._listen()
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_space())
+
+    async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self), self.config.gateway_host or None,
             self.config.tcp_gateway_port, backlog=BACKLOG, reuse_address=True)
 
+    async def _watch_space(self) -> None:
+        """Listen only while the disk has room (the module's doc says why)."""
+        while True:
+            await asyncio.sleep(RECHECK_S)
+            full = self.headroom.full()
+            if full and self._server is not None:
+                self._server.close()  # the listening socket: connections in flight go on
+                self._server = None
+            elif not full and self._server is None:
+                try:
+                    await self._listen()
+                except OSError as exc:  # the port taken meanwhile: try again next time
+                    log.error("TCP gateway cannot listen again: %s", exc)
+
     async def close(self) -> None:
         """Stop accepting, let the connections in flight finish (bounded), store, close logs."""
+        if self._watcher is not None:
+            self._watcher.cancel()
         if self._server is not None:
             self._server.close()
         deadline = time.monotonic() + CLOSE_GRACE_S

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -142,6 +143,31 @@ def error(code: str, message: str) -> str:
 
 def command(name: str, session: str, at: str) -> str:
     return json.dumps({"type": "command", "command": name, "session": session, "at": at})
+
+
+# A full disk (ws_gateway's doc): the error, the close code and the retry rule, for the
+# gateway and for the devices that follow it.
+STORAGE_FULL = "STORAGE_FULL"
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "Try Again Later"
+RETRY_JITTER = 0.5  # a device adds up to this share of the wait, at random
+_RETRY_AFTER = re.compile(r"retry after (\d+(?:\.\d+)?) s")
+
+
+def retry_reason(seconds: float) -> str:
+    """The 1013 close reason (a STORAGE_FULL error's message says the same)."""
+    return f"storage full; retry after {seconds:g} s"
+
+
+def retry_after(text: str) -> float | None:
+    """The seconds a 1013's reason or a STORAGE_FULL error's message asks a device to wait."""
+    found = _RETRY_AFTER.search(text)
+    return float(found.group(1)) if found else None
+
+
+def retry_wait(seconds: float, rng: random.Random) -> float:
+    """The retry rule: wait at least `seconds`, plus a random share of it up to RETRY_JITTER,
+    so a fleet closed at once does not come back at once."""
+    return seconds * (1 + RETRY_JITTER * rng.random())
 
 
 _LINE_KEYS = {"ts", "peer", "session", "seq", "raw"}

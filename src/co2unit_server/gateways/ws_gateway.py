@@ -28,6 +28,18 @@ log at its first hello, or taken from what close() saved, while that still holds
 One connection per device id: a second hello with the same id takes over, and the old
 connection is closed with 4409. Stopping (close()) lets each connection acknowledge and store
 what it took, then closes it with 1001.
+
+A full disk (remote_data below min_free_bytes, headroom.py) is a state the devices are told
+about, not a failure: a readings message that finds it full is not appended and not
+acknowledged; the connection gets an error STORAGE_FULL, the messages taken before it are
+acknowledged as usual, and it is closed with 1013 (RFC 6455 "Try Again Later"); a hello
+meanwhile gets the same error and close. The retry rule a device must follow: after a 1013
+(or a STORAGE_FULL error), wait at least the seconds the close reason and the error message
+give ("retry after N s", N = ws_full_retry_seconds), plus a random 0-50 % of them, before it
+connects again; keep every unacknowledged message and resend it then. A fleet then comes back
+spread over the jitter, each device about once per N s while the disk stays full, instead of
+reconnecting and resending at once (what a 1011 per failed append caused: thousands of
+reconnections and millions of resent messages a minute).
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
 
 from ..config import Config, ConfigError
+from ..headroom import Headroom, no_space
 from ..measurement_store import MeasurementStore, Receipt
 from ..rawlog import open_family, ts_text
 from . import ws_format, ws_seqs
@@ -73,7 +86,8 @@ CLOSE_GRACE_S = 10.0  # close() waits this long for every connection to finish, 
 MAX_IDLE_DEVICES = 10_000  # disconnected devices kept in status() (and their seq state)
 
 # Close codes: 1001 going away (the gateway stops), 1008 policy (no hello, flood), 1009 too
-# big (websockets itself), 1011 the raw log failed; ours, in the 4000 range for applications:
+# big (websockets itself), 1011 the raw log failed, 1013 try again later (ws_format.
+# CLOSE_TRY_AGAIN: storage full, see the retry rule above); ours, in the 4000 range:
 CLOSE_BAD_TOKEN = 4401
 CLOSE_REPLACED = 4409
 
@@ -432,9 +446,13 @@ class _Connection:
             self.backlog_task = None
 
     def break_off(self) -> None:
-        """The raw log failed: acknowledge nothing more, close 1011; the device resends."""
+        """The raw log failed: acknowledge nothing more, close 1011 (1013 when the disk is
+        full: the device waits before it resends)."""
         self.broken = True
-        self.finish(1011, "raw log failed")
+        if self.gateway.headroom.is_full:
+            self.finish(ws_format.CLOSE_TRY_AGAIN, self.gateway.retry_reason())
+        else:
+            self.finish(1011, "raw log failed")
 
     def finish(self, code: int, reason: str) -> Awaitable[None]:
         """Take no new message, send and store what was taken, then close (once)."""
@@ -456,6 +474,7 @@ class WsGateway:
         self.store = store
         self.sessions = sessions
         self.rawlog, self.commit = open_family(config, ws_format.FAMILY)
+        self.headroom = Headroom(config.remote_data_dir, config.min_free_bytes, "ws gateway")
         self.tokens = TokensFile(config.ws_tokens_file) if config.ws_tokens_file else None
         self.devices: dict[str, _Device] = {}
         self._loading: dict[str, asyncio.Task[_Device]] = {}
@@ -586,6 +605,10 @@ class WsGateway:
             await connection.refuse("BAD_TOKEN", f"no valid token for {hello.device_id}",
                                     CLOSE_BAD_TOKEN, "bad token")
             return None
+        if self.headroom.full():  # not logged per device: headroom logs the state once
+            await connection.send(self._full_error())
+            await connection.ws.close(ws_format.CLOSE_TRY_AGAIN, self.retry_reason())
+            return None
         return hello
 
     async def _attach(self, connection: _Connection, hello: Hello) -> None:
@@ -696,12 +719,19 @@ class WsGateway:
             self._refused(connection, exc)
             return
         assert isinstance(text, str)  # parse() refuses binary frames
+        if self.headroom.full(len(text)):
+            self._storage_full(connection)
+            return
         device.received += 1
         line = WsLine(ts_text(received_us), connection.peer, self.sessions.current_id,
                       readings.seq, text, device.anew)
         try:
             source = self.rawlog.append(device.id, line)
-        except OSError:
+        except OSError as exc:
+            if no_space(exc):  # filled since the last look: nothing of it was kept
+                self.headroom.filled()
+                self._storage_full(connection)
+                return
             log.exception("ws %s: raw log append failed; the device is closed and resends",
                           device.id)
             connection.break_off()
@@ -710,6 +740,22 @@ class WsGateway:
         device.values(readings.rows)
         connection.queue(_Out(ws_format.ack(readings.seq), readings.seq,
                               ws_format.stored(readings, line, device.id, source)))
+
+    def _storage_full(self, connection: _Connection) -> None:
+        """Refuse the message (not acknowledged: the device keeps it), acknowledge what was
+        taken before it, then close 1013; logged once per state by the headroom."""
+        connection.queue(_Out(self._full_error()))
+        connection.finish(ws_format.CLOSE_TRY_AGAIN, self.retry_reason())
+
+    def retry_reason(self) -> str:
+        """The 1013 close reason: how long the device must wait (the retry rule)."""
+        return ws_format.retry_reason(self.config.ws_full_retry_seconds)
+
+    def _full_error(self) -> str:
+        return ws_format.error(
+            ws_format.STORAGE_FULL, "the server's disk is full: nothing from here on is "
+            f"stored or acknowledged; keep it and reconnect ({self.retry_reason()}, plus a "
+            "random 0-50 %)")
 
     @staticmethod
     def _readings(message: dict[str, Any]) -> ws_format.Readings:
@@ -756,6 +802,8 @@ class WsGateway:
         """Send a synced cut's frames (acks only if the sync succeeded) and store its lines."""
         if error is not None:
             log.error("raw log fsync failed: %r", error)
+            if no_space(error):
+                self.headroom.filled()
         stored: list[tuple] = []
         for connection, batch in batches:
             try:

@@ -28,6 +28,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from .. import db
 from ..config import Config
+from ..headroom import storage
 from .resources import Alive, PushSequential
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,27 @@ class PingAgeCollector:
             return []
 
 
+class StorageCollector:
+    """Free space and the full state (below min_free_bytes) of remote_data and var, read at
+    scrape time: the truth whichever process refuses data, with no file of its own to write."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def collect(self) -> Iterator[Metric]:
+        full = GaugeMetricFamily(
+            "co2unit_storage_full", "1 while the directory's filesystem has less than "
+            "min_free_bytes free (new data refused), else 0.", labels=("path",))
+        free = GaugeMetricFamily(
+            "co2unit_storage_free_bytes", "Bytes free on the directory's filesystem.",
+            labels=("path",))
+        for shown in storage(self.config):
+            full.add_metric((str(shown.path),), int(shown.full))
+            free.add_metric((str(shown.path),), shown.free)
+        yield full
+        yield free
+
+
 def scrape_registry(app_registry: CollectorRegistry, config: Config) -> CollectorRegistry:
     """What /metrics exports: every worker's files in multiprocess mode, else this app's."""
     if multiprocess_mode():
@@ -147,6 +169,7 @@ def scrape_registry(app_registry: CollectorRegistry, config: Config) -> Collecto
     else:
         registry = app_registry
     registry.register(PingAgeCollector(config.db_path))
+    registry.register(StorageCollector(config))
     return registry
 
 

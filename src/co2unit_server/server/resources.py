@@ -46,7 +46,8 @@ def checked_hw_id(hw_id: str) -> str:
 
 class Alive(Resource):
     def post(self, hw_id: str):
-        """Record an alive ping; always 200 once the hw_id is valid (units accept only 200)."""
+        """Record an alive ping: 200 once the hw_id is valid (units accept only 200), 507
+        when the disk is full and the ping could not be recorded."""
         ping = Ping(
             ts=datetime.now(UTC).replace(tzinfo=None),
             hw_id=checked_hw_id(hw_id),

@@ -6,7 +6,9 @@ it keeps every message until its `ack` and, after a reconnect, sends the unackno
 again, oldest first, before the new ones. It goes on measuring while disconnected or paused
 (the messages pile up), as a real device does, and records every session command it gets.
 Faults, at a share of the ticks, in turns: a malformed message (an `error` is expected back;
-it is no reading), an abrupt drop of the connection (no close handshake), a pause.
+it is no reading), an abrupt drop of the connection (no close handshake), a pause. A device
+refused for a full disk (STORAGE_FULL, close 1013) follows the retry rule (ws_gateway's doc):
+it waits the seconds the close reason gives, plus a random 0-50 %, before it connects again.
 
 Then the fleet stops measuring, waits for its last acks and (own gateway) the gateway is
 stopped with SIGTERM, which the devices must see as close 1001. The raw logs and the
@@ -71,6 +73,7 @@ CLOSE_WAIT_S = 30.0  # for every device to end once released
 POLL_S = 0.25  # how often a device waiting for something else looks again
 PAUSE_S = (0.2, 1.0)
 BACKOFF_S = (0.05, 0.3)
+FALLBACK_RETRY_S = 60.0  # after a 1013 whose reason gives no wait (the gateway's default)
 CONNECTION_ERRORS = (OSError, TimeoutError, ConnectionClosed, InvalidHandshake)
 
 
@@ -172,6 +175,8 @@ class StreamingDevice:
         self.closes: list[int | None] = []
         self.connections = 0
         self.failures: list[str] = []  # connections that failed or broke, why
+        self.retry_s: float | None = None  # the wait the last 1013 asked for
+        self.full_waits: list[float] = []  # the waits taken after a 1013 (storage full)
         self.resent = 0
         self.repeat_acks = 0
         self.errors_lost = 0  # expected errors lost with a connection the device dropped
@@ -203,7 +208,18 @@ class StreamingDevice:
             if self.is_drained:  # a connection closed after draining is the end (1001)
                 self.done = True
             else:
-                await asyncio.sleep(self.rng.uniform(*BACKOFF_S))
+                await asyncio.sleep(self._reconnect_wait())
+
+    def _reconnect_wait(self) -> float:
+        """The retry rule after a 1013 (storage full), else a short backoff."""
+        if self.closes[-1:] != [ws_format.CLOSE_TRY_AGAIN]:
+            return self.rng.uniform(*BACKOFF_S)
+        if self.retry_s is None:
+            self.unexpected.append("a 1013 close without the seconds to wait")
+            self.retry_s = FALLBACK_RETRY_S
+        wait = ws_format.retry_wait(self.retry_s, self.rng)
+        self.full_waits.append(wait)
+        return wait
 
     async def _connection(self) -> None:
         """One connection, until it closes or the device is done."""
@@ -215,7 +231,10 @@ class StreamingDevice:
         dropped = False
         try:
             await ws.send(self._hello())
-            if not await self._welcome(ws):
+            welcomed = await self._welcome(ws)
+            if welcomed is None:  # storage full: closed 1013, the retry rule applies
+                return
+            if not welcomed:
                 self.done = True
                 self._mark_drained()
                 return
@@ -230,10 +249,12 @@ class StreamingDevice:
         finally:
             await ws.close()  # at once when it is closed (or dropped) already
             self._closed(ws.close_code, dropped)
+            if ws.close_code == ws_format.CLOSE_TRY_AGAIN:
+                self.retry_s = ws_format.retry_after(ws.close_reason or "")
 
     def _closed(self, code: int | None, dropped: bool) -> None:
         self.closes.append(code)
-        if dropped:
+        if dropped or code == ws_format.CLOSE_TRY_AGAIN:  # the gateway read no further
             self.errors_lost += len(self.expected_errors)
         elif self.expected_errors:
             self.unexpected.append(f"{len(self.expected_errors)} malformed messages got no "
@@ -244,13 +265,17 @@ class StreamingDevice:
         return json.dumps({"type": "hello", "device_id": self.device_id,
                            "sensors": list(self.fleet.plan.sensors)})
 
-    async def _welcome(self, ws: ClientConnection) -> bool:
-        """Take the welcome (and its session); False when the hello was refused."""
+    async def _welcome(self, ws: ClientConnection) -> bool | None:
+        """Take the welcome (and its session); False when the hello was refused, None when
+        it was refused for now (storage full: the gateway closes 1013)."""
         text = await asyncio.wait_for(ws.recv(), WELCOME_TIMEOUT_S)
         try:
             message = json.loads(text)
         except ValueError:
             message = None
+        if isinstance(message, dict) and message.get("error") == ws_format.STORAGE_FULL:
+            self.errors[ws_format.STORAGE_FULL] += 1
+            return None
         if not isinstance(message, dict) or message.get("type") != "welcome":
             self.unexpected.append(f"hello answered with {str(text)[:200]}")
             return False
@@ -441,6 +466,8 @@ class StreamingDevice:
     def _error(self, message: dict) -> None:
         code = message.get("error")
         self.errors[str(code)] += 1
+        if code == ws_format.STORAGE_FULL:
+            return  # for the message after the acknowledged ones; close 1013 follows
         if not self.expected_errors:
             self.unexpected.append(f"error {code} for a valid message: {message.get('message')}")
             return
