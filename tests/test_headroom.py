@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import threading
 import time
 
 from gateway_fixtures import db_rows, packet, records, wait_for
 from test_metrics import samples, value
 
-from co2unit_server import fleet_status
+from co2unit_server import fleet_status, headroom
 from co2unit_server.config import load_config
 from co2unit_server.headroom import Headroom, free_bytes, storage, storage_alarms
 from co2unit_server.launcher import ServerProcess, free_port
@@ -80,7 +81,7 @@ def test_check_is_critical_when_a_data_directory_is_below_the_floor(tmp_path):
                        min_free_bytes=free_bytes(tmp_path) + GIB)
     alarms = storage_alarms(full)
     assert len(alarms) == 2 and alarms[0].startswith(f"STORAGE FULL {tmp_path / 'rd'}: ")
-    code, lines = fleet_status.check([], 0.0, (), alarms)
+    code, lines = fleet_status.check([], 0.0, (), storage=alarms)
     assert code == fleet_status.CRITICAL and lines[0].startswith("FLEET CRITICAL")
     assert lines[1:] == alarms
     assert fleet_status.check([], 0.0)[0] == fleet_status.UNKNOWN_EXIT  # without: as before
@@ -236,3 +237,18 @@ def test_a_disk_that_fills_while_devices_stream_is_a_state_not_a_storm(tmp_path,
           f"{sum(d.resent for d in devices)} messages, acked "
           f"{sum(len(d.acked) for d in devices)}; pings 507: "
           f"{list(scenario.pings.values()).count(507)} of {len(scenario.pings)}")
+
+
+def test_a_first_look_under_way_in_another_thread_is_not_taken_for_a_full_disk(monkeypatch):
+    # uWSGI's threads push at once: the second must not see the 0 bytes a first look starts from.
+    def slow_statvfs(path):
+        time.sleep(0.3)
+        return 1 << 40
+
+    monkeypatch.setattr(headroom, "free_bytes", slow_statvfs)
+    room = Headroom("/nowhere", 1 << 20, "unit pushes")
+    first = threading.Thread(target=room.full)
+    first.start()
+    time.sleep(0.1)
+    assert not room.full(4096)
+    first.join()

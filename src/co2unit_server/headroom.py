@@ -88,8 +88,10 @@ class Headroom:
         is not a full disk."""
         now = time.monotonic()
         if now - self._checked_at > RECHECK_S:
-            self._checked_at = now
+            # Free space first, then the time: a thread that sees the new time sees the new
+            # space, never the 0 a first look starts from (a 507 to a unit on a roomy disk).
             self.free = free_bytes(self.path)
+            self._checked_at = now
         self._set(self.free < self.min_free_bytes)
         return self.free - needed < self.min_free_bytes
 
