@@ -15,7 +15,7 @@ from co2unit_server import db
 from co2unit_server.gateways import tcp_format
 from co2unit_server.launcher import GatewayProcess
 
-# GATEWAYS.md's example: 2 records, light 1234/1244, 54.997/55.096 %RH, 21.501/21.544 °C.
+# docs/gateways.md's example: 2 records, light 1234/1244, 54.997/55.096 %RH, 21.501/21.544 °C.
 EXAMPLE = bytes.fromhex("0c00100e7800060103" "d204ec7c9463" "dc04207da463")
 S = 1_000_000  # microseconds
 

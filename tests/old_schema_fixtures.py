@@ -102,7 +102,7 @@ DEPLOYMENTS = f"""unit_id\tnickname\tsite\ttier\tstatus\tstart_ts\tend_ts\tnote
 
 def _tcp_line(ts: str, records: list[tuple[int, int, int]], device_id: int = 1,
               end: str = "eof") -> str:
-    """A TCP raw log line: a weather station's packet (GATEWAYS.md's layout) as received."""
+    """A TCP raw log line: a weather station's packet (docs/gateways.md's layout) as received."""
     body = b"".join(struct.pack("<HHH", *r) for r in records)
     packet = struct.pack("<HHHBBB", len(body), 3600, 120, 6, device_id, 3) + body
     return f"{ts}\t10.0.0.5:40000\t{end}\tok\t\thex:{packet.hex()}\n"

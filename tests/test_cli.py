@@ -12,10 +12,16 @@ from pathlib import Path
 import pytest
 
 from co2unit_server.cli import build_parser, main
+from co2unit_server.config import settings_markdown
 from co2unit_server.gateways import ws_tokens
 from co2unit_server.launcher import free_port
 
 INI = Path(__file__).resolve().parent.parent / "server.ini.example"
+
+
+def test_settings_markdown_prints_the_generated_table(capsys):
+    assert main(["settings", "--markdown"]) == 0
+    assert capsys.readouterr().out == settings_markdown()
 
 
 def test_settings_lists_every_setting_with_its_value(capsys, tmp_path):

@@ -36,7 +36,7 @@ T0 = "2026-11-01T00:00:00.000000"
 T1 = "2026-11-01T01:00:00.000000"  # 3600 s after T0: the device's wake-up, on time
 T2 = "2026-11-01T02:00:00.000000"
 BOTH_TYPES = ("1=tsl2561-si7021", "7=tsl2561-si7021")
-# GATEWAYS.md's example records: (light, humidity code, temperature code)
+# docs/gateways.md's example records: (light, humidity code, temperature code)
 R1, R2 = (1234, 0x7CEC, 0x6394), (1244, 0x7D20, 0x63A4)
 R3, R4, R5 = (1300, 0x7D00, 0x6400), (1310, 0x7D10, 0x6410), (1320, 0x7D20, 0x6420)
 R6, R7 = (1400, 0x7E00, 0x6500), (1410, 0x7E10, 0x6510)
@@ -100,7 +100,7 @@ def write_logs(tree: Tree) -> None:
 
 
 def tcp_values(ts: str, record: tuple[int, int, int], source: str) -> list[tuple]:
-    """The rows of one type-1 record, by GATEWAYS.md's conversions."""
+    """The rows of one type-1 record, by docs/gateways.md's conversions."""
     light, humidity, temperature = record
     return [(TCP_DEV, "tcp", ts, "light", float(light), source),
             (TCP_DEV, "tcp", ts, "humidity", 125 * humidity / 65536 - 6, source),

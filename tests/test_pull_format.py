@@ -1,4 +1,4 @@
-"""The pull formats (GATEWAYS.md §2): the devices file, strict and tolerant; the NodeMCU answers,
+"""The pull formats (docs/gateways.md): the devices file, strict and tolerant; the NodeMCU answers,
 every value by its sensor's name, unusable ones named."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The weather stations' packets (GATEWAYS.md §1): checking, de-duplicating, timing, parsing."""
+"""The weather stations' packets (docs/gateways.md): checking, de-duplicating, timing, parsing."""
 
 from __future__ import annotations
 

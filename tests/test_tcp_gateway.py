@@ -150,7 +150,7 @@ def test_a_resend_after_a_short_write_stores_every_record_once(gateway_factory):
 
 
 def spread_times(first: RawLine, second: RawLine, count: int) -> list[str]:
-    """The times GATEWAYS.md gives `count` new records when the previous packet was on time."""
+    """The times docs/gateways.md gives `count` new records when the previous packet was on time."""
     t, t_prev = ts_us(second.ts), ts_us(first.ts)
     step = (t - t_prev) // count
     return [ts_text(t - (count - i) * step) for i in range(count)]

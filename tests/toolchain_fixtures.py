@@ -1,4 +1,4 @@
-"""A small pushed-data tree with every irregularity of PROTOCOL.md and issue 3's known traps.
+"""A pushed-data tree with every irregularity of docs/unit-protocol.md and issue 3's traps.
 
 Used by test_importer, test_plots, test_summaries and test_database_makefile.
 """
@@ -22,7 +22,8 @@ SITE = "vj_re_sn_4"
 OTHER_SITE = "ko_ho_me_1"
 SUPERSEDED = "superseded/20261102T000000.000000Z"
 CO2 = "\t".join(["700"] * 10)
-# The ExplorIR raw values (Z, d, o, h, v) of firmware from 2020-01-14 on (PROTOCOL.md's example).
+# The ExplorIR raw values (Z, d, o, h, v) of firmware from 2020-01-14 on (docs/unit-protocol.md's
+# example).
 RAW = "45\t34986\t28228\t32626\t1101"
 RAW_VALUES = (45, 34986, 28228, 32626, 1101)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import delivery, fleet_status, serve, update_publish, users
-from .config import ConfigError, describe_settings, load_config
+from .config import ConfigError, describe_settings, load_config, settings_markdown
 from .gateways import process as gateways
 from .gateways import session_command, ws_tokens
 from .simulator import command as simulate
@@ -69,6 +69,9 @@ def _key_value(raw: str) -> str:
 
 
 def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if args.markdown:
+        print(settings_markdown(), end="")
+        return 0
     cfg = load_config(environ, Path(args.ini) if args.ini else None)
     for name, env, default, help_text in describe_settings():
         value = getattr(cfg, name)
@@ -79,6 +82,9 @@ def _settings(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _add_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ini", help="ini file whose [co2unit] section to apply")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the settings table with defaults as Markdown (the generated "
+                   "part of docs/configuration.md) instead of the effective values")
 
 
 # (name, help, add_arguments, run): each later capability adds its row here.

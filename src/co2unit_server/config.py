@@ -1,7 +1,8 @@
 """All settings in one table: defaults, then an ini file's [co2unit] section, then environment.
 
 Settings are data (name, default, help): the same table feeds loading, validation, the
-`co2unit-server settings` listing and the README, and a test fails if one is undocumented.
+`co2unit-server settings` listing and docs/configuration.md, and a test fails if that file is
+not what settings_markdown() generates.
 Only the entry points (cli.py, wsgi.py) hand the process environment in; nothing else reads it.
 """
 
@@ -338,3 +339,13 @@ def describe_settings() -> list[tuple[str, str, str, str]]:
         shown = ",".join(default) if isinstance(default, tuple) else str(default)
         rows.append((setting.name, env_name(setting.name), shown, setting.metadata["help"]))
     return rows
+
+
+def settings_markdown() -> str:
+    """The settings table as Markdown, the generated part of docs/configuration.md."""
+    lines = ["| Setting | Environment | Default | Meaning |", "|---|---|---|---|"]
+    for name, env, default, help_text in describe_settings():
+        shown = f"`{default}`" if default not in ("", "None") else "(empty)"
+        meaning = help_text.replace("|", "\\|")  # a bar would end the table's cell
+        lines.append(f"| `{name}` | `{env}` | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """Storage of pushed files: resumable, durable, gap-free writes and the units' ack_file.
 
-Rules (PROTOCOL.md plus ours): bytes go only at an offset inside or at the end of the stored
+Rules (docs/unit-protocol.md): bytes go only at an offset inside or at the end of the stored
 file, never past it; a re-sent chunk with the same bytes changes nothing; different bytes over a
 stored range mean a new SD card, so the whole pushed directory is moved aside to `superseded/`
 first; every byte is fsynced before it is acknowledged; one directory's pushes are serialised

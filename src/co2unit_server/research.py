@@ -60,7 +60,7 @@ one float column per value name, after a first column `device`:
 
     device               the device's name, e.g. esp8266-1
     light, humidity,     a TCP weather station's values: lx, %RH, °C, each record timed as
-    temperature          GATEWAYS.md §1 says (back from the packet's receive time)
+    temperature          docs/gateways.md says (back from the packet's receive time)
     mq135.co2, ...       a polled device's values, named <sensor>.<value> (mq135.co2 ppm,
                          bmp180.pressure hPa, dht22.humidity %RH, ds18b20.temperature °C, ...),
                          all at the poll's time

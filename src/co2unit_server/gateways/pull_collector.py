@@ -1,4 +1,4 @@
-"""The HTTP pull collector: polls NodeMCU air-state devices (GATEWAYS.md §2) on a fixed schedule.
+"""The HTTP pull collector: polls NodeMCU air-state devices (docs/gateways.md) on a schedule.
 
 Each device is polled by a task of its own at `phase + k * interval` (the phase spreads the
 fleet over the interval, the same on every start); a poll that overruns skips the slots it

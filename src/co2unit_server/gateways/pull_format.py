@@ -1,4 +1,4 @@
-"""The pull family's formats (GATEWAYS.md §2): the devices file and the NodeMCU answers.
+"""The pull family's formats (docs/gateways.md): the devices file and the NodeMCU answers.
 
 The devices file (pull_devices_file) is a TSV of name, URL and interval seconds, `#` comments.
 `co2unit-server serve` and the collector read it strictly (the collector again whenever it

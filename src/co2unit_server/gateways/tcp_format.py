@@ -1,4 +1,4 @@
-"""The ESP8266 weather stations' binary packets (GATEWAYS.md §1): check, split, time, parse.
+"""The ESP8266 weather stations' binary packets (docs/gateways.md): check, split, time, parse.
 
 Pure functions of a packet, its receive time and the device's previous valid packet: the
 gateway and the importer both decode with them, so a rebuild from the raw logs gives the

@@ -1,4 +1,4 @@
-"""The binary TCP gateway of the ESP8266 weather stations (GATEWAYS.md §1).
+"""The binary TCP gateway of the ESP8266 weather stations (docs/gateways.md).
 
 A device connects, writes one packet and closes; the server sends nothing back, and the device
 deletes its records once its write returned the full length. So a packet read to its end must

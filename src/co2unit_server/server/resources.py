@@ -1,4 +1,4 @@
-"""The unit protocol's HTTP resources (PROTOCOL.md): alive, push-sequential, updates."""
+"""The unit protocol's HTTP resources (docs/unit-protocol.md): alive, push-sequential, updates."""
 
 from __future__ import annotations
 

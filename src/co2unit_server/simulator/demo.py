@@ -38,7 +38,7 @@ def run_toolchain(database: Path, server: ServerProcess) -> None:
 
 
 def write_deployments(remote_data: Path, hw_ids: list[str], start: datetime) -> None:
-    """The researchers' deployment table for the simulated units (PROTOCOL.md format)."""
+    """The researchers' deployment table for the simulated units (docs/unit-protocol.md format)."""
     rows = ["unit_id\tnickname\tsite\ttier\tstatus\tstart_ts\tend_ts\tnote"]
     for i, hw_id in enumerate(hw_ids):
         status = "lab_check" if i == len(hw_ids) - 1 else "deployed"

@@ -59,7 +59,7 @@ FAULTS = ("boot", "hang", "status", "garbage", "nan", "refuse", "slow", "reset")
 # MQUnifiedsensor's regression, ppm = a * (Rs/R0)^b, with the firmware's (a, b) in its order.
 MQ135_CURVES = {"co": (605.18, -3.937), "co2": (110.47, -2.862), "alcohol": (77.255, -3.18),
                 "nh4": (102.2, -2.473), "aceton": (34.668, -3.369), "toulen": (44.947, -3.445)}
-CLEAN_AIR_RATIO = 4.0  # gives the GATEWAYS.md example's MQ135 values
+CLEAN_AIR_RATIO = 4.0  # gives the docs/gateways.md example's MQ135 values
 # What the float formatter printed in the `nan` fault: a failed MQ135 calibration and more.
 NAN_TEXTS = {**{f"mq135.{gas}": "nan" for gas in MQ135_CURVES},
              "bmp180.altitude": "ovf", "dht22.humidity": "inf"}

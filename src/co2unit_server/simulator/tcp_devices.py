@@ -1,6 +1,6 @@
 """`co2unit-server simulate-tcp`: simulated weather stations against the TCP gateway, verified.
 
-Each station models the UltraLowPower_WeatherStation firmware (GATEWAYS.md §1), in real time:
+Each station models the UltraLowPower_WeatherStation firmware (docs/gateways.md), in real time:
 the gateway times records by its own clock, so a station keeps the times its header announces.
 - The ATtiny sleeps measurementsEvery watchdog "seconds" of about 1.024 s, measures for about
   0.16 s and keeps the record (6 bytes: lux, SI7021 humidity and temperature codes) in a buffer
