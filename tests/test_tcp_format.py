@@ -8,8 +8,10 @@ import struct
 import pytest
 from gateway_fixtures import EXAMPLE, S, packet, records
 
+from co2unit_server.config import TCP_RECORD_FORMATS
 from co2unit_server.gateways import tcp_format
 from co2unit_server.gateways.tcp_format import (
+    FORMATS,
     History,
     PacketError,
     check,
@@ -227,6 +229,10 @@ def test_parse_device_types():
 def test_parse_device_types_refuses(entry, reason):
     with pytest.raises(ValueError, match=reason):
         parse_device_types([entry])
+
+
+def test_the_settings_know_every_record_format_and_no_other():
+    assert sorted(FORMATS) == sorted(TCP_RECORD_FORMATS)
 
 
 def test_a_read_not_ended_by_the_device_is_bad_unless_the_packet_is_whole():

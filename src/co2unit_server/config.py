@@ -11,7 +11,7 @@ import configparser
 import dataclasses
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,15 +262,32 @@ class Config:
         for name in self.push_dirs:
             if "/" in name or name in ("", ".", ".."):
                 raise ConfigError(f"push_dirs entry {name!r} is not a plain directory name")
-        from .gateways.tcp_format import parse_device_types  # the formats live with the parser
         try:
-            parse_device_types(self.tcp_device_types)
+            device_type_names(self.tcp_device_types)
         except ValueError as exc:
             raise ConfigError(f"tcp_device_types: {exc}") from None
         return self
 
 
 SETTINGS: tuple[dataclasses.Field, ...] = dataclasses.fields(Config)
+# The TCP devices' record formats by name: the setting is checked here, where every process
+# loads it, and tcp_format holds how each reads (its test keeps the two in step).
+TCP_RECORD_FORMATS = ("tsl2561-si7021",)
+
+
+def device_type_names(entries: Iterable[str]) -> dict[int, str]:
+    """deviceID -> record format name from the `tcp_device_types` setting ('1=tsl2561-si7021',
+    ...); ValueError saying which entry is wrong."""
+    names = {}
+    for entry in entries:
+        raw_id, sep, name = entry.partition("=")
+        if not sep or not raw_id.strip().isdigit() or not 0 <= int(raw_id) <= 255:
+            raise ValueError(f"{entry!r} is not deviceID=format (deviceID 0-255)")
+        if name.strip() not in TCP_RECORD_FORMATS:
+            raise ValueError(f"{entry!r}: no record format {name.strip()!r} "
+                             f"(known: {', '.join(sorted(TCP_RECORD_FORMATS))})")
+        names[int(raw_id)] = name.strip()
+    return names
 
 
 def env_name(setting: str) -> str:

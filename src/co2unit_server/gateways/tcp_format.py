@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..config import device_type_names
 from ..measurement_store import Measurement, Receipt
 from ..rawlog import RawLine, log_files, read_lines_of, ts_texts, ts_us
 
@@ -70,16 +71,7 @@ FORMATS = {f.name: f for f in (
 
 def parse_device_types(entries: Iterable[str]) -> dict[int, RecordFormat]:
     """The registry from the `tcp_device_types` setting ('1=tsl2561-si7021', ...)."""
-    registry = {}
-    for entry in entries:
-        raw_id, sep, name = entry.partition("=")
-        if not sep or not raw_id.strip().isdigit() or not 0 <= int(raw_id) <= 255:
-            raise ValueError(f"{entry!r} is not deviceID=format (deviceID 0-255)")
-        if name.strip() not in FORMATS:
-            raise ValueError(f"{entry!r}: no record format {name.strip()!r} "
-                             f"(known: {', '.join(sorted(FORMATS))})")
-        registry[int(raw_id)] = FORMATS[name.strip()]
-    return registry
+    return {device_id: FORMATS[name] for device_id, name in device_type_names(entries).items()}
 
 
 def device_name(packet: bytes) -> str:
