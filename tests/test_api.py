@@ -244,8 +244,8 @@ def gateway_client(tmp_path):
     """A client of an app whose database holds the fleet and the gateway devices."""
     from fleet_fixtures import build_devices
 
-    from co2unit_server import create_app
     from co2unit_server.config import load_config
+    from co2unit_server.server.app import create_app
 
     config = load_config({}, remote_data_dir=tmp_path / "remote_data", var_dir=tmp_path / "var",
                          min_free_bytes=0, pull_devices_file=tmp_path / "devices.tsv")
