@@ -21,6 +21,7 @@ from toolchain_fixtures import (
 )
 
 from co2unit_server import db, research
+from co2unit_server.database import tables
 from co2unit_server.toolchain import research_tables
 from co2unit_server.toolchain.importer import aggregates
 
@@ -278,7 +279,7 @@ def test_pings_deployment_boundaries_and_range(conn, tmp_path):
 
 
 def test_opens_the_database_read_only(conn, tmp_path):
-    with research_tables.connection(tmp_path) as ro, pytest.raises(
+    with tables.connection(tmp_path) as ro, pytest.raises(
             sqlite3.OperationalError, match="readonly"):
         ro.execute("DELETE FROM co2_readings")
 

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING
 
 from . import db
 from .config import Config, ConfigError, load_config
+from .database.tables import ResearchError, connection
 from .delivery import UpdateState, update_states
 from .headroom import storage_alarms
 from .pinglog import tail_lines
 from .timestamps import DAY, to_epoch
 from .toolchain import plotdata
 from .toolchain.importer.sources import natural_key
-from .toolchain.research_tables import ResearchError, connection
 
 if TYPE_CHECKING:
     from .gateway_status import DeviceRow

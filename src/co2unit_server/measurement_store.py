@@ -16,9 +16,7 @@ from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from .config import Config
-from .rawlog import REFUSED
-from .store_writer import ProcessStore
-from .toolchain.research_tables import (
+from .database.tables import (
     BATCH_ROWS,
     Column,
     ResearchError,
@@ -26,6 +24,8 @@ from .toolchain.research_tables import (
     TimeLike,
     time_range,
 )
+from .rawlog import REFUSED
+from .store_writer import ProcessStore
 
 
 class Measurement(NamedTuple):
@@ -212,7 +212,7 @@ def measurement_batches(conn: sqlite3.Connection, devices: str | Iterable[str] |
     one streaming session only when `session` (an id) is given.
 
     A row is a value per column, or with an `encoding` (csv, json) the pieces its line is
-    joined from (see research_tables.batches). Checks the arguments and the schema at once,
+    joined from (see database.tables). Checks the arguments and the schema at once,
     before the first batch is asked for.
     """
     lo, hi = time_range(start, end)

@@ -91,18 +91,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .gateways.sessions import listed
-from .measurement_store import MEASUREMENTS, measurement_batches
-from .toolchain.research_tables import (
-    PINGS,
-    READINGS,
+from .database.tables import (
     DatabaseNotFoundError,
     ResearchError,
     Table,
     TimeLike,
-    batches,
     connection,
 )
+from .gateways.sessions import listed
+from .measurement_store import MEASUREMENTS, measurement_batches
+from .toolchain.research_tables import PINGS, READINGS, batches
 
 __all__ = ["DatabaseNotFoundError", "ResearchError", "measurements", "pings", "readings",
            "sessions"]
