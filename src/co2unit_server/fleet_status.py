@@ -1,7 +1,7 @@
 """The fleet at a glance: every unit with its status and figures, live.
 
-Shared by the /fleet pages, the JSON API and `co2unit-server check` (with the gateways' devices
-of gateway_status, which `check` counts too). The figures come from what
+Shared by the /fleet pages, the JSON API and `co2unit-server check` (status/check.py, which
+counts the gateways' devices of gateway_status too). The figures come from what
 the server keeps current itself (the pings and push_daily tables, the push store, the update
 states) and the deployment table, never from `make`'s import. A few queries whatever the size
 of the fleet, each a seek per unit on the tables' indexes (no query per unit).
@@ -9,35 +9,27 @@ of the fleet, each a seek per unit on the tables' indexes (no query per unit).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sqlite3
 import statistics
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import db
-from .config import Config, ConfigError, load_config
-from .database.tables import ResearchError, connection
+from .config import Config
 from .delivery import UpdateState, update_states
-from .headroom import storage_alarms
 from .pinglog import tail_lines
 from .timestamps import DAY, to_epoch
 from .toolchain import plotdata
 from .toolchain.importer.sources import natural_key
-
-if TYPE_CHECKING:
-    from .gateway_status import DeviceRow
 
 ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN = "alive", "late", "silent", "never seen", "unknown"
 STATUSES = (ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN)
@@ -347,81 +339,3 @@ def ago(seconds: float | None) -> str:
     if seconds < 2 * DAY:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / DAY:.1f} d"
-
-
-# --- `co2unit-server check`
-
-OK, WARNING, CRITICAL, UNKNOWN_EXIT = 0, 1, 2, 3
-_LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN_EXIT: "UNKNOWN"}
-
-
-def check(rows: list[UnitRow], now: float, devices: Sequence[DeviceRow] = (),
-          gateway_problems: Sequence[tuple[str, str, str]] = (),
-          storage: Sequence[str] = ()) -> tuple[int, list[str]]:
-    """Exit status and lines for cron or Nagios: 0 all deployed units and watched gateway
-    devices alive, 1 late, 2 silent/never seen (gateway_status says which devices count) or
-    a storage alarm (headroom.storage_alarms: the server refuses new data).
-
-    `gateway_problems` are the running gateway process's (gateways/health.py): a gateway
-    that is not running is critical, the rest (a devices file in error) a warning."""
-    deployed = [row for row in rows if row.deployed]
-    watched = [row for row in devices if row.watched]
-    gateway_lines = [f"GATEWAY {level.upper()} {message}" for _, level, message in gateway_problems]
-    gateway_code = max((CRITICAL if level == "critical" else WARNING
-                        for _, level, _ in gateway_problems), default=OK)
-    if not deployed and not watched and not gateway_problems:
-        head = ("no unit is deployed now (has the deployment table been imported? `make` in "
-                "database/)")
-        code = CRITICAL if storage else UNKNOWN_EXIT
-        return code, [f"FLEET {_LABELS[code]} - {head}", *storage]
-    problems = [row for row in deployed if row.problem]
-    device_problems = [row for row in watched if row.problem]
-    worst = {row.status for row in [*problems, *device_problems]}
-    code = CRITICAL if storage or worst & {SILENT, NEVER_SEEN} else WARNING if worst else OK
-    code = max(code, gateway_code)
-    head = f"FLEET {_LABELS[code]} - {_counted(deployed, 'deployed units')}"
-    if watched:
-        head += f"; {_counted(watched, 'gateway devices')}"
-    return code, ([head, *storage, *gateway_lines] + [_problem_line(row, now) for row in problems]
-                  + [row.problem_line(now) for row in device_problems])
-
-
-def _counted(rows: Sequence[UnitRow | DeviceRow], what: str) -> str:
-    """'4 deployed units: 1 alive, 1 late, …'."""
-    counts = Counter(row.status for row in rows)
-    return f"{len(rows)} {what}" + "".join(
-        (": " if i == 0 else ", ") + f"{counts[s]} {s}"
-        for i, s in enumerate(s for s in STATUSES if counts[s]))
-
-
-def _problem_line(row: UnitRow, now: float) -> str:
-    where = ", ".join(str(v) for v in (row.nickname, row.site) if v)
-    seen = ("never pinged" if row.last_ping is None else
-            f"last ping {iso_z(row.last_ping)} ({ago(now - row.last_ping)} ago)")
-    return f"{row.status.upper()} {row.hw_id}" + (f" ({where})" if where else "") + f": {seen}"
-
-
-def add_check_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ini", type=Path, help="ini file whose [co2unit] section to apply")
-
-
-def run_check(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    """Print the fleet's state; exit 0 (alive), 1 (late), 2 (silent), 3 (cannot tell)."""
-    # Here, not at the top: gateway_status builds on this module.
-    from .gateway_status import fleet_devices
-    from .gateways.health import read_health
-
-    now = time.time()
-    try:
-        config = load_config(environ, args.ini)
-        with connection(config.db_path) as conn:
-            rows = fleet(conn, config, now, with_updates=False)
-            devices = fleet_devices(conn, config, now)
-        alarms = storage_alarms(config)
-    except (ConfigError, ResearchError, sqlite3.Error, OSError) as exc:
-        print(f"FLEET UNKNOWN - cannot tell: {exc}")
-        return UNKNOWN_EXIT
-    code, lines = check(rows, now, devices, read_health(config.gateway_health_file), alarms)
-    print("\n".join(lines))
-    sys.stdout.flush()
-    return code
