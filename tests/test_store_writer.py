@@ -15,7 +15,7 @@ import time
 import pytest
 
 from co2unit_server import db, db_writer, store_writer
-from co2unit_server.measurement_store import Receipt
+from co2unit_server.database.rows import Receipt
 from co2unit_server.store_writer import ProcessStore, ReceiptWriter
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
+from .database.rows import Receipt
 from .fleet_status import (
     ALIVE,
     LATE,
@@ -46,7 +47,6 @@ from .gateways.pull_format import read_devices_file
 from .gateways.tcp_format import FAMILY as TCP
 from .measurement_store import (
     LatestValue,
-    Receipt,
     latest_values,
     receipt_devices,
     receipt_stats,

@@ -36,7 +36,7 @@ from . import db
 from .db_writer import BatchWriter
 
 if TYPE_CHECKING:
-    from .measurement_store import Receipt
+    from .database.rows import Receipt
 
 log = logging.getLogger(__name__)
 LOST_NOTE = "in the raw log (the next import stores them) but not in"

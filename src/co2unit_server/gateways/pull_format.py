@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..config import ConfigError
-from ..measurement_store import Measurement, Receipt
+from ..database.rows import Measurement, Receipt
 from ..rawlog import RawLine
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config import device_type_names
-from ..measurement_store import Measurement, Receipt
+from ..database.rows import Measurement, Receipt
 from ..rawlog import RawLine, log_files, read_lines_of, ts_texts, ts_us
 
 FAMILY = "tcp"

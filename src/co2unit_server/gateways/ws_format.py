@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from ..measurement_store import Receipt
+from ..database.rows import Receipt
 
 FAMILY = "ws"
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")  # device ids and value names

@@ -62,8 +62,9 @@ from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
 
 from ..config import Config, ConfigError
+from ..database.rows import Receipt
 from ..headroom import Headroom, no_space
-from ..measurement_store import MeasurementStore, Receipt
+from ..measurement_store import MeasurementStore
 from ..rawlog import open_family, ts_text
 from . import ws_format, ws_seqs
 from .tcp_gateway import peer_text

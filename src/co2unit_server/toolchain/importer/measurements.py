@@ -29,9 +29,9 @@ from .report import StageReport
 from .store import read_state, transaction, write_state
 
 if TYPE_CHECKING:
+    from ...database.rows import Measurement, Receipt
     from ...gateways.tcp_format import History, RecordFormat
     from ...gateways.ws_format import WsLine
-    from ...measurement_store import Measurement, Receipt
 
 KIND = "measurements"
 REGISTRY_STATE = "measurements:tcp_device_types"  # the registry the TCP logs were read with
