@@ -244,7 +244,7 @@ def gateway_client(tmp_path):
     """A client of an app whose database holds the fleet and the gateway devices."""
     from fleet_fixtures import build_devices
 
-    from co2unit_server.config import load_config
+    from co2unit_server.core.config import load_config
     from co2unit_server.server.app import create_app
 
     config = load_config({}, remote_data_dir=tmp_path / "remote_data", var_dir=tmp_path / "var",

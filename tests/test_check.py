@@ -11,7 +11,7 @@ from fleet_fixtures import LATE, NEVER, NOW, SILENT, build_fleet
 
 from co2unit_server import fleet_status
 from co2unit_server.cli import main
-from co2unit_server.config import Config, load_config
+from co2unit_server.core.config import Config, load_config
 from co2unit_server.status.check import check
 
 

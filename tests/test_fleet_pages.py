@@ -231,7 +231,7 @@ def test_sorting_by_a_header_click_and_the_plot_loads(fleet_server, tmp_path):
 @pytest.fixture
 def devices_client(tmp_path):
     """A client of an app with the fleet and the gateway devices of fleet_fixtures."""
-    from co2unit_server.config import load_config
+    from co2unit_server.core.config import load_config
     from co2unit_server.server.app import create_app
 
     config = load_config({}, remote_data_dir=tmp_path / "remote_data", var_dir=tmp_path / "var",

@@ -24,7 +24,7 @@ from fleet_fixtures import (
 )
 
 from co2unit_server import gateway_status, measurement_store
-from co2unit_server.config import Config, load_config
+from co2unit_server.core.config import Config, load_config
 from co2unit_server.gateway_status import DeviceRow
 
 

@@ -11,9 +11,9 @@ import time
 from gateway_fixtures import db_rows, packet, records, wait_for
 from test_metrics import samples, value
 
-from co2unit_server import headroom
-from co2unit_server.config import load_config
-from co2unit_server.headroom import Headroom, free_bytes, storage, storage_alarms
+from co2unit_server.core import headroom
+from co2unit_server.core.config import load_config
+from co2unit_server.core.headroom import Headroom, free_bytes, storage, storage_alarms
 from co2unit_server.launcher import ServerProcess, free_port
 from co2unit_server.pinglog import ping_files
 from co2unit_server.simulator.common import until_stored
@@ -37,7 +37,7 @@ def look_again(headroom: Headroom) -> None:
 
 def test_one_log_line_per_transition_however_many_looks(tmp_path, caplog):
     headroom = Headroom(tmp_path, free_bytes(tmp_path) + GIB, "test writer")
-    caplog.set_level(logging.INFO, "co2unit_server.headroom")
+    caplog.set_level(logging.INFO, "co2unit_server.core.headroom")
     for _ in range(50):
         assert headroom.full()
         look_again(headroom)

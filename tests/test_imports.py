@@ -1,8 +1,11 @@
-"""The package's imports: no cycles, counting the imports inside functions and type checks."""
+"""The package's imports: no cycles (counting the imports inside functions and type checks),
+and the settings load with the core alone."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "co2unit_server"
@@ -104,3 +107,15 @@ def test_the_graph_counts_imports_inside_functions():
 
 def test_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def test_loading_the_settings_imports_only_the_core(tmp_path):
+    ini = tmp_path / "server.ini"
+    ini.write_text("[co2unit]\ntcp_device_types = 1=tsl2561-si7021\n")
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys; from co2unit_server.core.config import load_config; "
+         f"load_config({{}}, {str(ini)!r}); print(*sorted(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    ours = [m for m in loaded if m.split(".")[0] == NAME]
+    assert ours and all(m in (NAME, f"{NAME}.core") or m.startswith(f"{NAME}.core.")
+                        for m in ours), ours

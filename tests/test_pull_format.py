@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from co2unit_server.config import ConfigError
+from co2unit_server.core.config import ConfigError
 from co2unit_server.gateways.pull_format import (
     FAMILY,
     AnswerError,

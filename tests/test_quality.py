@@ -22,7 +22,7 @@ from toolchain_fixtures import (
 )
 
 from co2unit_server.cli import main
-from co2unit_server.timestamps import DAY
+from co2unit_server.core.timestamps import DAY
 from co2unit_server.toolchain import quality
 from co2unit_server.toolchain.plotdata import to_epoch
 

@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from co2unit_server import research, users
 from co2unit_server.cli import main
-from co2unit_server.config import load_config
+from co2unit_server.core.config import load_config
 from co2unit_server.gateways import control
 from co2unit_server.launcher import ServerProcess, free_port
 from co2unit_server.server import auth

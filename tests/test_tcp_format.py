@@ -8,7 +8,7 @@ import struct
 import pytest
 from gateway_fixtures import EXAMPLE, S, packet, records
 
-from co2unit_server.config import TCP_RECORD_FORMATS
+from co2unit_server.core.config import TCP_RECORD_FORMATS
 from co2unit_server.gateways import tcp_format
 from co2unit_server.gateways.tcp_format import (
     FORMATS,

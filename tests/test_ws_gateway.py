@@ -27,7 +27,7 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from co2unit_server.config import load_config
+from co2unit_server.core.config import load_config
 from co2unit_server.gateways import ws_format, ws_gateway
 from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from . import delivery, serve, update_publish, users
-from .config import ConfigError, describe_settings, load_config
+from .core.config import ConfigError, describe_settings, load_config
 from .gateways import process as gateways
 from .gateways import session_command, ws_tokens
 from .simulator import command as simulate

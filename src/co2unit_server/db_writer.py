@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from . import db
-from .headroom import no_space
+from .core.headroom import no_space
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000  # submitted rows written in one transaction

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import db
-from .config import load_config
+from .core.config import load_config
 from .updates import UPDATES_DIR, files_below
 
 PUBLISHED, DOWNLOADING, DELIVERED, CONFIRMED = "published", "downloading", "delivered", "confirmed"

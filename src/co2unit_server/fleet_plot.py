@@ -15,8 +15,8 @@ import sqlite3
 from pathlib import Path
 
 from . import db
-from .locking import file_lock
-from .timestamps import DAY, to_epoch
+from .core.locking import file_lock
+from .core.timestamps import DAY, to_epoch
 from .toolchain.importer.readings import INSERT, parse_lines
 from .toolchain.importer.report import StageReport
 from .toolchain.importer.sources import natural_key

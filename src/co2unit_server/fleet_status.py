@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from . import db
-from .config import Config
+from .core.config import Config
+from .core.timestamps import DAY, to_epoch
 from .delivery import UpdateState, update_states
 from .pinglog import tail_lines
-from .timestamps import DAY, to_epoch
 from .toolchain import plotdata
 from .toolchain.importer.sources import natural_key
 

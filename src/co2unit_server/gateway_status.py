@@ -29,7 +29,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
+from .core.config import Config
+from .core.timestamps import DAY
 from .database.rows import Receipt
 from .fleet_status import (
     ALIVE,
@@ -53,7 +54,6 @@ from .measurement_store import (
     recent_receipts,
 )
 from .rawlog import ts_text, ts_us
-from .timestamps import DAY
 
 FAMILIES = (TCP, PULL)
 LATE_INTERVALS = {TCP: 2.0, PULL: 3.0}

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import SHM_DIR, ConfigError, load_config
+from .core.config import SHM_DIR, ConfigError, load_config
 from .unitclient import Reply, request
 
 

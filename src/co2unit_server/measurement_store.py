@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from .config import Config
+from .core.config import Config
 from .database.rows import Receipt
 from .database.tables import (
     BATCH_ROWS,

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .core.errors import ApiError, ErrorCode
+from .core.headroom import Headroom, no_space
+from .core.locking import file_lock
 from .db_writer import BatchWriter
-from .errors import ApiError, ErrorCode
-from .headroom import Headroom, no_space
-from .locking import file_lock
 
 log = logging.getLogger(__name__)
 

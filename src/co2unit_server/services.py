@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from . import db
-from .config import Config
+from .core.config import Config
 from .db_writer import BatchWriter
 from .pinglog import PingLog
 from .pushstore import PushStore

@@ -29,13 +29,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from . import db
-from .config import Config, load_config
-from .locking import file_lock
+from .core.config import Config, load_config
+from .core.locking import file_lock
+from .core.validate import is_plain_name
 from .pushstore import fsync_dir, make_dirs
 from .toolchain import plotdata
 from .toolchain.summaries import _current_deployment
 from .updates import UPDATES_DIR
-from .validate import is_plain_name
 
 PROG = "co2unit-server publish-update"
 PREFIX = "update-"  # the firmware installs only directories named so

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from ..core.timestamps import utc_datetime
 from ..db import connect_readonly
-from ..timestamps import utc_datetime
 
 DB_NAME = "db.sqlite3"
 BATCH_ROWS = 10_000  # rows fetched from the cursor at a time

@@ -24,7 +24,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from ..config import Config, ConfigError, load_config
+from ..core.config import Config, ConfigError, load_config
 from ..measurement_store import MeasurementStore, open_store
 from . import tcp_format
 from .control import ControlServer

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from ..config import Config
-from ..headroom import RECHECK_S, Headroom
+from ..core.config import Config
+from ..core.headroom import RECHECK_S, Headroom
 from ..measurement_store import MeasurementStore
 from ..rawlog import REFUSED, RawLine, open_family, ts_text
 from .pull_format import FAMILY, DevicesFileWatch, PullDevice, interpret

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..config import ConfigError
+from ..core.config import ConfigError
 from ..database.rows import Measurement, Receipt
 from ..rawlog import RawLine
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import db
-from ..config import Config
+from ..core.config import Config
 
 log = logging.getLogger(__name__)
 

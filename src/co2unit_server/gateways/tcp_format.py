@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..config import device_type_names
+from ..core.config import device_type_names
 from ..database.rows import Measurement, Receipt
 from ..rawlog import RawLine, log_files, read_lines_of, ts_texts, ts_us
 

@@ -24,8 +24,8 @@ import struct
 import time
 from typing import NamedTuple
 
-from ..config import Config
-from ..headroom import RECHECK_S, Headroom
+from ..core.config import Config
+from ..core.headroom import RECHECK_S, Headroom
 from ..measurement_store import MeasurementStore
 from ..rawlog import RawLine, open_family, ts_text
 from . import tcp_format

@@ -61,9 +61,9 @@ from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
 
-from ..config import Config, ConfigError
+from ..core.config import Config, ConfigError
+from ..core.headroom import Headroom, no_space
 from ..database.rows import Receipt
-from ..headroom import Headroom, no_space
 from ..measurement_store import MeasurementStore
 from ..rawlog import open_family, ts_text
 from . import ws_format, ws_seqs

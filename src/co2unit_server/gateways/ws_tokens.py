@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..config import ConfigError, load_config, required_path
+from ..core.config import ConfigError, load_config, required_path
 from ..users import CredentialsFile, write_credential
 from .ws_format import NAME
 

@@ -18,14 +18,14 @@ from contextlib import ExitStack
 from flask import Blueprint, Response, request
 
 from .. import fleet_status, gateway_status
+from ..core.errors import ApiError, ErrorCode
+from ..core.validate import check_device_id, check_hw_id
 from ..database.tables import ResearchError, parse_time, time_range
-from ..errors import ApiError, ErrorCode
 from ..fleet_status import UnitDetail, UnitRow, iso_z
 from ..gateway_status import DeviceDetail, DeviceRow
 from ..measurement_store import MEASUREMENTS, measurement_batches
 from ..toolchain.export import TEXTS
 from ..toolchain.research_tables import READINGS, batches
-from ..validate import check_device_id, check_hw_id
 from .fleet_pages import is_hw_id, request_db, services, unknown_id
 from .resources import json_reply
 

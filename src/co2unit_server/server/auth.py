@@ -22,8 +22,8 @@ from pathlib import Path
 from flask import Flask, current_app, request
 
 from .. import db
-from ..config import Config
-from ..errors import ApiError, ErrorCode
+from ..core.config import Config
+from ..core.errors import ApiError, ErrorCode
 from ..users import CredentialsFile, Stamp, hash_password, verify_password
 from .resources import PushSequential, Updates
 

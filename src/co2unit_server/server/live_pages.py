@@ -19,12 +19,12 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from ..core.timestamps import to_epoch
 from ..fleet_status import ago, iso_z
 from ..gateways import control, sessions
 from ..gateways.ws_format import FAMILY
 from ..measurement_store import latest_values, receipt_devices, receipt_stats
 from ..rawlog import ts_text
-from ..timestamps import to_epoch
 from .fleet_pages import page, request_db, services, sessions_section, table
 from .resources import json_reply
 from .sessions_api import session_json

@@ -12,10 +12,10 @@ from flask_restful import Resource
 from werkzeug.exceptions import ClientDisconnected
 
 from .. import push_stats
-from ..errors import ApiError, ErrorCode
+from ..core.errors import ApiError, ErrorCode
+from ..core.validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
 from ..pinglog import Ping
 from ..services import Services
-from ..validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
 from . import downloads
 
 log = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import db
-from ..config import Config, load_config
-from ..locking import file_lock
-from ..timestamps import to_epoch
+from ..core.config import Config, load_config
+from ..core.locking import file_lock
+from ..core.timestamps import to_epoch
 from . import plotdata, quality, summaries
 from .importer import STAGES, Sources, run_import
 from .importer.aggregates import WATERMARK

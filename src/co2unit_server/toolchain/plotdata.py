@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ..timestamps import to_epoch
+from ..core.timestamps import to_epoch
 from .importer.aggregates import (
     BUCKET_SECONDS,
     CO2_N_SQL,

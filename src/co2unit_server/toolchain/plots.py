@@ -27,7 +27,7 @@ from matplotlib.path import Path as MplPath  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
 from .. import db  # noqa: E402
-from ..timestamps import DAY  # noqa: E402
+from ..core.timestamps import DAY  # noqa: E402
 from . import plotdata  # noqa: E402
 from .plotdata import (  # noqa: E402
     CO2_RECENT,

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..timestamps import DAY
+from ..core.timestamps import DAY
 from .importer.report import StageReport
 from .importer.store import read_state, transaction, write_state
 from .plotdata import STATUS_DEPLOYED, Period, periods, to_text

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from ..timestamps import DAY
+from ..core.timestamps import DAY
 from . import plotdata, quality
 from .plotdata import Period
 from .publish import write_atomic

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ...timestamps import utc_datetime
+from ...core.timestamps import utc_datetime
 from . import sources
 from .report import StageReport
 from .store import transaction

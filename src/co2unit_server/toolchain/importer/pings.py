@@ -6,8 +6,8 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
+from ...core.timestamps import utc_datetime
 from ...pinglog import INSERT_PING, PING_FILE_RE
-from ...timestamps import utc_datetime
 from . import sources
 from .readings import HW_ID, NON_PRINTING
 from .report import StageReport
