@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Protocol
 
 from .core.config import Config
-from .database.rows import Receipt
+from .database.rows import REFUSED, Receipt
 from .database.tables import (
     BATCH_ROWS,
     Column,
@@ -25,7 +25,6 @@ from .database.tables import (
     TimeLike,
     time_range,
 )
-from .rawlog import REFUSED
 from .store_writer import ProcessStore
 
 

@@ -32,16 +32,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .database.rows import VERDICTS
+
 if TYPE_CHECKING:
     from .core.config import Config
 
 log = logging.getLogger(__name__)
 
 LOG_FILE_RE = re.compile(r"(\d{4,})\.log")
-# ok: parsed and stored; partial: stored, some values unusable; unknown: valid, no parser yet;
-# bad: kept but not parsed (malformed packet, non-200, not JSON); failed: no answer at all.
-VERDICTS = ("ok", "partial", "unknown", "bad", "failed")
-REFUSED = ("bad", "failed")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _EPOCH = datetime(1970, 1, 1)
 _ONE_US = timedelta(microseconds=1)

@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# What a raw log line amounted to. ok: parsed and stored; partial: stored, some values
+# unusable; unknown: valid, no parser yet; bad: kept but not parsed (malformed packet, non-200,
+# not JSON); failed: no answer at all.
+VERDICTS = ("ok", "partial", "unknown", "bad", "failed")
+REFUSED = ("bad", "failed")
+
 
 class Measurement(NamedTuple):
     """One value of one device at one time (a row of `measurements`).
@@ -33,7 +39,7 @@ class Receipt(NamedTuple):
     device: str
     family: str
     ts: str
-    verdict: str  # rawlog.VERDICTS
+    verdict: str  # VERDICTS
     stored: int  # values stored from it
     expected_s: float | None  # when the device's next packet or poll is due
     detail: str
