@@ -23,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from co2unit_server import db, delivery  # noqa: E402
+from co2unit_server import delivery  # noqa: E402
+from co2unit_server.database import db  # noqa: E402
 from co2unit_server.update_publish import UpdateContent, publish  # noqa: E402
 from co2unit_server.updates import files_below  # noqa: E402
 

@@ -18,7 +18,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from co2unit_server import db
+from co2unit_server.database import db
 from co2unit_server.launcher import ServerProcess
 from co2unit_server.pinglog import INSERT_PING, Ping
 from co2unit_server.unitclient import request

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from co2unit_server import db
+from co2unit_server.database import db
 from co2unit_server.gateways import tcp_format
 from co2unit_server.launcher import GatewayProcess
 

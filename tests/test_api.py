@@ -170,7 +170,7 @@ def push(client, path: str, offset: int, data: bytes):
 
 def push_daily(client, config) -> tuple:
     assert client.application.extensions["co2unit"].push_stats.flush()
-    from co2unit_server import db
+    from co2unit_server.database import db
 
     conn = db.connect(config.db_path)
     return conn.execute("SELECT bytes, chunks, error_entries, last_push_ts, last_reading_ts "

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 from toolchain_fixtures import HW_A, HW_B, HW_C
 
-from co2unit_server import db, research
+from co2unit_server import research
 from co2unit_server.cli import main
+from co2unit_server.database import db
 from co2unit_server.toolchain import export, research_tables
 
 UNIT = "co2unit-aaaaaaaaaaaa"

@@ -23,8 +23,9 @@ from fleet_fixtures import (
     build_fleet,
 )
 
-from co2unit_server import gateway_status, measurement_store
+from co2unit_server import gateway_status
 from co2unit_server.core.config import Config, load_config
+from co2unit_server.database import measurement_store
 from co2unit_server.gateway_status import DeviceRow
 
 

@@ -15,7 +15,8 @@ import pytest
 from gateway_fixtures import wait_for
 from toolchain_fixtures import Tree, append, build_tree, import_tree, open_db, write
 
-from co2unit_server import db, rawlog
+from co2unit_server import rawlog
+from co2unit_server.database import db
 from co2unit_server.gateways import pull_format, tcp_format, ws_format
 from co2unit_server.gateways.ws_format import WsLine
 from co2unit_server.rawlog import RawLine

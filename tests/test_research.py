@@ -20,8 +20,8 @@ from toolchain_fixtures import (
     SITE,
 )
 
-from co2unit_server import db, research
-from co2unit_server.database import tables
+from co2unit_server import research
+from co2unit_server.database import db, tables
 from co2unit_server.toolchain import research_tables
 from co2unit_server.toolchain.importer import aggregates
 

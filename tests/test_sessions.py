@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from toolchain_fixtures import Tree, import_tree, open_db
 
-from co2unit_server import db
+from co2unit_server.database import db
 from co2unit_server.gateways import sessions
 from co2unit_server.gateways.sessions import SessionKeeper
 

@@ -222,7 +222,7 @@ def test_the_store_writer_of_a_killed_gateway_stores_what_it_has_and_ends(gatewa
         ws.send(message(0))
         assert recv(ws)["seq"] == 0
         assert stored_values(gateway, count=1) == [0.0]  # the writer's first transaction
-        (writer,) = _children(gateway.proc.pid)  # co2unit_server.store_writer
+        (writer,) = _children(gateway.proc.pid)  # co2unit_server.database.store_writer
         for seq in range(1, 10):
             ws.send(message(seq))
         assert [recv(ws)["seq"] for _ in range(9)] == list(range(1, 10))

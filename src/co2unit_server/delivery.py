@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import db
 from .core.config import load_config
+from .database import db
 from .updates import UPDATES_DIR, files_below
 
 PUBLISHED, DOWNLOADING, DELIVERED, CONFIRMED = "published", "downloading", "delivered", "confirmed"

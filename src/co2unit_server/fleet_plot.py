@@ -14,9 +14,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from . import db
 from .core.locking import file_lock
 from .core.timestamps import DAY, to_epoch
+from .database import db
 from .toolchain.importer.readings import INSERT, parse_lines
 from .toolchain.importer.report import StageReport
 from .toolchain.importer.sources import natural_key

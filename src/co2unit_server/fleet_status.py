@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import db
 from .core.config import Config
 from .core.timestamps import DAY, to_epoch
+from .database import db
 from .delivery import UpdateState, update_states
 from .pinglog import tail_lines
 from .toolchain import plotdata

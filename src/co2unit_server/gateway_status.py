@@ -31,6 +31,13 @@ from pathlib import Path
 
 from .core.config import Config
 from .core.timestamps import DAY
+from .database.measurement_store import (
+    LatestValue,
+    latest_values,
+    receipt_devices,
+    receipt_stats,
+    recent_receipts,
+)
 from .database.rows import Receipt
 from .fleet_status import (
     ALIVE,
@@ -46,13 +53,6 @@ from .fleet_status import (
 from .gateways.pull_format import FAMILY as PULL
 from .gateways.pull_format import read_devices_file
 from .gateways.tcp_format import FAMILY as TCP
-from .measurement_store import (
-    LatestValue,
-    latest_values,
-    receipt_devices,
-    receipt_stats,
-    recent_receipts,
-)
 from .rawlog import ts_text, ts_us
 
 FAMILIES = (TCP, PULL)

@@ -13,7 +13,7 @@ from pathlib import Path
 from .core.errors import ApiError, ErrorCode
 from .core.headroom import Headroom, no_space
 from .core.locking import file_lock
-from .db_writer import BatchWriter
+from .database.db_writer import BatchWriter
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .db_writer import BatchWriter
+from .database.db_writer import BatchWriter
 from .pushstore import Stored
 from .toolchain.importer.readings import HW_PREFIX, parse_line
 

@@ -91,6 +91,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .database.measurement_store import MEASUREMENTS, measurement_batches
 from .database.tables import (
     DatabaseNotFoundError,
     ResearchError,
@@ -99,7 +100,6 @@ from .database.tables import (
     connection,
 )
 from .gateways.sessions import listed
-from .measurement_store import MEASUREMENTS, measurement_batches
 from .toolchain.research_tables import PINGS, READINGS, batches
 
 __all__ = ["DatabaseNotFoundError", "ResearchError", "measurements", "pings", "readings",

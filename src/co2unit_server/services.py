@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import db
 from .core.config import Config
-from .db_writer import BatchWriter
+from .database import db
+from .database.db_writer import BatchWriter
 from .pinglog import PingLog
 from .pushstore import PushStore
 from .updates import UpdateTree

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from . import db
 from .core.config import Config, load_config
 from .core.locking import file_lock
 from .core.validate import is_plain_name
+from .database import db
 from .pushstore import fsync_dir, make_dirs
 from .toolchain import plotdata
 from .toolchain.summaries import _current_deployment

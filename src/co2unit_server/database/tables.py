@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from ..core.timestamps import utc_datetime
-from ..db import connect_readonly
+from .db import connect_readonly
 
 DB_NAME = "db.sqlite3"
 BATCH_ROWS = 10_000  # rows fetched from the cursor at a time

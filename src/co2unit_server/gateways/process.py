@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from ..core.config import Config, ConfigError, load_config
-from ..measurement_store import MeasurementStore, open_store
+from ..database.measurement_store import MeasurementStore, open_store
 from . import tcp_format
 from .control import ControlServer
 from .health import CRITICAL, WARNING, Health

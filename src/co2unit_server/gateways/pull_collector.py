@@ -29,8 +29,8 @@ import aiohttp
 
 from ..core.config import Config
 from ..core.headroom import RECHECK_S, Headroom
+from ..database.measurement_store import MeasurementStore
 from ..database.rows import REFUSED
-from ..measurement_store import MeasurementStore
 from ..rawlog import RawLine, open_family, ts_text
 from .pull_format import FAMILY, DevicesFileWatch, PullDevice, interpret
 

@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import db
 from ..core.config import Config
+from ..database import db
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from ..core.config import Config
 from ..core.headroom import RECHECK_S, Headroom
-from ..measurement_store import MeasurementStore
+from ..database.measurement_store import MeasurementStore
 from ..rawlog import RawLine, open_family, ts_text
 from . import tcp_format
 from .tcp_format import Decoded, History, PacketError, RecordFormat

@@ -63,8 +63,8 @@ from websockets.protocol import Event, State
 
 from ..core.config import Config, ConfigError
 from ..core.headroom import Headroom, no_space
+from ..database.measurement_store import MeasurementStore
 from ..database.rows import Receipt
-from ..measurement_store import MeasurementStore
 from ..rawlog import open_family, ts_text
 from . import ws_format, ws_seqs
 from .tcp_gateway import peer_text

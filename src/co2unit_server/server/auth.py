@@ -21,9 +21,9 @@ from pathlib import Path
 
 from flask import Flask, current_app, request
 
-from .. import db
 from ..core.config import Config
 from ..core.errors import ApiError, ErrorCode
+from ..database import db
 from ..users import CredentialsFile, Stamp, hash_password, verify_password
 from .resources import PushSequential, Updates
 

@@ -20,10 +20,10 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from ..core.timestamps import to_epoch
+from ..database.measurement_store import latest_values, receipt_devices, receipt_stats
 from ..fleet_status import ago, iso_z
 from ..gateways import control, sessions
 from ..gateways.ws_format import FAMILY
-from ..measurement_store import latest_values, receipt_devices, receipt_stats
 from ..rawlog import ts_text
 from .fleet_pages import page, request_db, services, sessions_section, table
 from .resources import json_reply

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import rawlog
-from ..db import connect_readonly
+from ..database.db import connect_readonly
 from ..gateways.process import raise_open_file_limit
 from ..gateways.pull_format import PullDevice
 from ..launcher import GatewayProcess, free_port

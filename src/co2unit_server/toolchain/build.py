@@ -16,10 +16,10 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import db
 from ..core.config import Config, load_config
 from ..core.locking import file_lock
 from ..core.timestamps import to_epoch
+from ..database import db
 from . import plotdata, quality, summaries
 from .importer import STAGES, Sources, run_import
 from .importer.aggregates import WATERMARK

@@ -26,8 +26,8 @@ from matplotlib.patches import PathPatch  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
-from .. import db  # noqa: E402
 from ..core.timestamps import DAY  # noqa: E402
+from ..database import db  # noqa: E402
 from . import plotdata  # noqa: E402
 from .plotdata import (  # noqa: E402
     CO2_RECENT,

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..database.db import RAW_COLUMNS
 from ..database.tables import (
     BATCH_ROWS,
     Column,
@@ -27,7 +28,6 @@ from ..database.tables import (
     parse_time,
     time_range,
 )
-from ..db import RAW_COLUMNS
 from .importer.aggregates import CO2_N_SQL, CO2_SUM_SQL, GLITCH_PPM, TEMP_SQL
 from .plotdata import ping_units, reading_units
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ... import db, rawlog
+from ... import rawlog
+from ...database import db
 from . import sources
 from .report import StageReport
 from .store import read_state, transaction, write_state

@@ -9,7 +9,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from ...db import RAW_COLUMNS, REREAD
+from ...database.db import RAW_COLUMNS, REREAD
 from . import aggregates, sources
 from .report import StageReport
 from .store import transaction

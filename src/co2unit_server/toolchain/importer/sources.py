@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...db import REREAD
+from ...database.db import REREAD
 
 # remote_data/sessions/sessions.log: the streaming sessions, no unit either.
 from ...gateways.sessions import LOG_DIR as SESSIONS_DIR

@@ -2,9 +2,10 @@
 
 In the gateway process, a writer thread shared the GIL and the CPUs with the event loop: at
 10,000 WebSocket messages a second its transactions stretched the loop's turns, and with them
-the acks. Here `ProcessStore` hands the rows to a child (`python -m co2unit_server.store_writer`)
-through a pipe, from a thread of its own; the child writes them at a lower CPU priority and
-answers how many it has written, which is what `flush` waits for.
+the acks. Here `ProcessStore` hands the rows to a child
+(`python -m co2unit_server.database.store_writer`) through a pipe, from a thread of its own;
+the child writes them at a lower CPU priority and answers how many it has written, which is
+what `flush` waits for.
 
 The child ends when its stdin closes (`ProcessStore.close()`, or the gateway process's death),
 after writing what it has. It ignores SIGINT and SIGTERM: they reach the whole process group at
@@ -36,7 +37,7 @@ from . import db
 from .db_writer import BatchWriter
 
 if TYPE_CHECKING:
-    from .database.rows import Receipt
+    from .rows import Receipt
 
 log = logging.getLogger(__name__)
 LOST_NOTE = "in the raw log (the next import stores them) but not in"

@@ -15,17 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from .core.config import Config
-from .database.rows import REFUSED, Receipt
-from .database.tables import (
-    BATCH_ROWS,
-    Column,
-    ResearchError,
-    Table,
-    TimeLike,
-    time_range,
-)
+from ..core.config import Config
+from .rows import REFUSED, Receipt
 from .store_writer import ProcessStore
+from .tables import BATCH_ROWS, Column, ResearchError, Table, TimeLike, time_range
 
 
 class MeasurementStore(Protocol):

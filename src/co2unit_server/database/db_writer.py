@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..core.headroom import no_space
 from . import db
-from .core.headroom import no_space
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1000  # submitted rows written in one transaction
