@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from ..toolchain.publish import write_atomic
+from ..core.files import write_atomic
 
 log = logging.getLogger(__name__)
 

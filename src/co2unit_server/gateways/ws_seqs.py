@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.files import write_atomic
 from ..rawlog import log_files
-from ..toolchain.publish import write_atomic
 from .ws_format import WsLine, utc_text
 
 log = logging.getLogger(__name__)

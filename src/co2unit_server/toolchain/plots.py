@@ -26,6 +26,7 @@ from matplotlib.patches import PathPatch  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
+from ..core.files import write_atomic  # noqa: E402
 from ..core.timestamps import DAY  # noqa: E402
 from ..database import db  # noqa: E402
 from . import plotdata  # noqa: E402
@@ -35,7 +36,6 @@ from .plotdata import (  # noqa: E402
     Group,
     Period,
 )
-from .publish import write_atomic  # noqa: E402
 
 WIDTH_IN = 11.0
 LEFT_IN, RIGHT_IN = 1.5, 0.7

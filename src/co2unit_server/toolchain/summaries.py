@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
+from ..core.files import write_atomic
 from ..core.timestamps import DAY
 from . import plotdata, quality
 from .plotdata import Period
-from .publish import write_atomic
 
 PINGS_SUMMARY = "pings_summary.html"
 CO2_SUMMARY = "co2_summary.html"

@@ -1,4 +1,4 @@
-"""Writing generated files into WEB_PUB_DIR while the server may be serving them."""
+"""Writing files that others read at any time (the published pages, the gateways' state)."""
 
 from __future__ import annotations
 
