@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from .database.db_writer import BatchWriter
 from .pushstore import Stored
-from .toolchain.importer.readings import HW_PREFIX, parse_line
+from .records.readings import HW_PREFIX, parse_line
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ...core.timestamps import utc_datetime
 from ...pinglog import INSERT_PING, PING_FILE_RE
+from ...records.readings import HW_ID, NON_PRINTING
 from . import sources
-from .readings import HW_ID, NON_PRINTING
 from .report import StageReport
 from .store import transaction
 
