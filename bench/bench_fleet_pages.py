@@ -20,7 +20,7 @@ from pathlib import Path
 
 from co2unit_server.database import db
 from co2unit_server.launcher import ServerProcess
-from co2unit_server.pinglog import INSERT_PING, Ping
+from co2unit_server.records.pinglog import INSERT_PING, Ping
 from co2unit_server.unitclient import request
 
 REPO = Path(__file__).resolve().parent.parent

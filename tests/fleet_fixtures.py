@@ -12,7 +12,7 @@ from pathlib import Path
 
 from co2unit_server.core.timestamps import DAY, to_epoch
 from co2unit_server.database import db
-from co2unit_server.pinglog import INSERT_PING, Ping
+from co2unit_server.records.pinglog import INSERT_PING, Ping
 
 NOW = to_epoch("2026-11-08 12:00:00")
 HOUR = 3600.0

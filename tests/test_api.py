@@ -12,9 +12,9 @@ import pytest
 from fleet_fixtures import ALIVE, LATE, NEVER, STATUS_OF, UNKNOWN, build_fleet, ping
 from toolchain_fixtures import reading
 
-from co2unit_server.pinglog import INSERT_PING
-from co2unit_server.push_stats import error_entries, last_reading
-from co2unit_server.pushstore import Stored
+from co2unit_server.records.pinglog import INSERT_PING
+from co2unit_server.records.push_stats import error_entries, last_reading
+from co2unit_server.records.pushstore import Stored
 from co2unit_server.toolchain.importer.readings import INSERT, parse_lines
 from co2unit_server.toolchain.importer.report import StageReport
 

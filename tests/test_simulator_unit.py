@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from co2unit_server.launcher import free_port
-from co2unit_server.pinglog import ping_files
+from co2unit_server.records.pinglog import ping_files
 from co2unit_server.simulator.fleet import place_update
 from co2unit_server.simulator.sdcard import (
     ERRORS_DIR,

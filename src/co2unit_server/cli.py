@@ -8,10 +8,11 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import delivery, serve, update_publish, users
+from . import delivery, serve, update_publish
 from .core.config import ConfigError, describe_settings, load_config
 from .gateways import process as gateways
 from .gateways import session_command, ws_tokens
+from .records import users
 from .simulator import command as simulate
 from .simulator import nodemcu as simulate_pull
 from .simulator import tcp_devices, ws_devices

@@ -27,7 +27,7 @@ from .core.config import Config
 from .core.timestamps import DAY, to_epoch
 from .database import db
 from .delivery import UpdateState, update_states
-from .pinglog import tail_lines
+from .records.pinglog import tail_lines
 from .toolchain import plotdata
 from .toolchain.importer.sources import natural_key
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from .core.config import Config
 from .database import db
 from .database.db_writer import BatchWriter
-from .pinglog import PingLog
-from .pushstore import PushStore
+from .records.pinglog import PingLog
+from .records.pushstore import PushStore
 from .updates import UpdateTree
 
 

@@ -32,7 +32,7 @@ from .core.config import Config, load_config
 from .core.locking import file_lock
 from .core.validate import is_plain_name
 from .database import db
-from .pushstore import fsync_dir, make_dirs
+from .records.pushstore import fsync_dir, make_dirs
 from .toolchain import plotdata
 from .toolchain.summaries import _current_deployment
 from .updates import UPDATES_DIR

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..core.config import ConfigError, load_config, required_path
-from ..users import CredentialsFile, write_credential
+from ..records.users import CredentialsFile, write_credential
 from .ws_format import NAME
 
 SCHEME = "sha256"

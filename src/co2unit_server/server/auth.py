@@ -24,7 +24,7 @@ from flask import Flask, current_app, request
 from ..core.config import Config
 from ..core.errors import ApiError, ErrorCode
 from ..database import db
-from ..users import CredentialsFile, Stamp, hash_password, verify_password
+from ..records.users import CredentialsFile, Stamp, hash_password, verify_password
 from .resources import PushSequential, Updates
 
 log = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from flask import Response, current_app, request
 from flask_restful import Resource
 from werkzeug.exceptions import ClientDisconnected
 
-from .. import push_stats
 from ..core.errors import ApiError, ErrorCode
 from ..core.validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
-from ..pinglog import Ping
+from ..records import push_stats
+from ..records.pinglog import Ping
 from ..services import Services
 from . import downloads
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ...core.timestamps import utc_datetime
-from ...pinglog import INSERT_PING, PING_FILE_RE
+from ...records.pinglog import INSERT_PING, PING_FILE_RE
 from ...records.readings import HW_ID, NON_PRINTING
 from . import sources
 from .report import StageReport

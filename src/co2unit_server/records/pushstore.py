@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .core.errors import ApiError, ErrorCode
-from .core.headroom import Headroom, no_space
-from .core.locking import file_lock
+from ..core.errors import ApiError, ErrorCode
+from ..core.headroom import Headroom, no_space
+from ..core.locking import file_lock
 
 log = logging.getLogger(__name__)
 

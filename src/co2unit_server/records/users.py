@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from .core.config import load_config, required_path
+from ..core.config import load_config, required_path
 from .pushstore import fsync_dir
 
 log = logging.getLogger(__name__)

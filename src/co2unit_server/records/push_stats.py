@@ -10,9 +10,9 @@ import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .database.db_writer import BatchWriter
+from ..database.db_writer import BatchWriter
 from .pushstore import Stored
-from .records.readings import HW_PREFIX, parse_line
+from .readings import HW_PREFIX, parse_line
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .core.errors import ApiError, ErrorCode
-from .core.headroom import Headroom, no_space
-from .core.locking import file_lock
-from .database.db_writer import BatchWriter
+from ..core.errors import ApiError, ErrorCode
+from ..core.headroom import Headroom, no_space
+from ..core.locking import file_lock
+from ..database.db_writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
