@@ -50,10 +50,10 @@ from .fleet_status import (
     ago,
     iso_z,
 )
-from .gateways.pull_format import FAMILY as PULL
-from .gateways.pull_format import read_devices_file
-from .gateways.tcp_format import FAMILY as TCP
-from .rawlog import ts_text, ts_us
+from .records.pull_format import FAMILY as PULL
+from .records.pull_format import read_devices_file
+from .records.rawlog import ts_text, ts_us
+from .records.tcp_format import FAMILY as TCP
 
 FAMILIES = (TCP, PULL)
 LATE_INTERVALS = {TCP: 2.0, PULL: 3.0}

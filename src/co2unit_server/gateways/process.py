@@ -26,10 +26,10 @@ from pathlib import Path
 
 from ..core.config import Config, ConfigError, load_config
 from ..database.measurement_store import MeasurementStore, open_store
-from . import tcp_format
+from ..records import tcp_format
+from ..records.pull_format import read_devices_file
 from .control import ControlServer
 from .health import CRITICAL, WARNING, Health
-from .pull_format import read_devices_file
 from .ws_tokens import check_tokens_file
 
 log = logging.getLogger(__name__)

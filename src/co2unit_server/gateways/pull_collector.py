@@ -31,8 +31,8 @@ from ..core.config import Config
 from ..core.headroom import RECHECK_S, Headroom
 from ..database.measurement_store import MeasurementStore
 from ..database.rows import REFUSED
-from ..rawlog import RawLine, open_family, ts_text
-from .pull_format import FAMILY, DevicesFileWatch, PullDevice, interpret
+from ..records.pull_format import FAMILY, DevicesFileWatch, PullDevice, interpret
+from ..records.rawlog import RawLine, open_family, ts_text
 
 log = logging.getLogger(__name__)
 

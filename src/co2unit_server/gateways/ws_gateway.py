@@ -65,11 +65,11 @@ from ..core.config import Config, ConfigError
 from ..core.headroom import Headroom, no_space
 from ..database.measurement_store import MeasurementStore
 from ..database.rows import Receipt
-from ..rawlog import open_family, ts_text
-from . import ws_format, ws_seqs
+from ..records import ws_format, ws_seqs
+from ..records.rawlog import open_family, ts_text
+from ..records.ws_format import Hello, MessageError, WsLine
+from ..records.ws_seqs import RECENT_SEQS, SavedSeqs, SeqState, read_state
 from .tcp_gateway import peer_text
-from .ws_format import Hello, MessageError, WsLine
-from .ws_seqs import RECENT_SEQS, SavedSeqs, SeqState, read_state
 from .ws_tokens import TokensFile, check_tokens_file
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..core.config import ConfigError, load_config, required_path
 from ..records.users import CredentialsFile, write_credential
-from .ws_format import NAME
+from ..records.ws_format import NAME
 
 SCHEME = "sha256"
 SALT_BYTES = 16

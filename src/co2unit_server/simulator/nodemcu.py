@@ -31,11 +31,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import rawlog
 from ..database.db import connect_readonly
 from ..gateways.process import raise_open_file_limit
-from ..gateways.pull_format import PullDevice
 from ..launcher import GatewayProcess, free_port
+from ..records import rawlog
+from ..records.pull_format import PullDevice
 from .common import (
     counts_text,
     duration,

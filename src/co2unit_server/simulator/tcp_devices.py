@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..gateways import tcp_format
-from ..rawlog import RawLine, read_lines, ts_us
+from ..records import tcp_format
+from ..records.rawlog import RawLine, read_lines, ts_us
 from .common import (
     RunVerification,
     add_gateway_arguments,

@@ -41,8 +41,9 @@ from typing import Protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from ..gateways import control, ws_format
-from ..rawlog import log_files, source_key, ts_text
+from ..gateways import control
+from ..records import ws_format
+from ..records.rawlog import log_files, source_key, ts_text
 from .common import (
     RunVerification,
     add_gateway_arguments,

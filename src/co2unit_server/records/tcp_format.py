@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core.config import device_type_names
 from ..database.rows import Measurement, Receipt
-from ..rawlog import RawLine, log_files, read_lines_of, ts_texts, ts_us
+from .rawlog import RawLine, log_files, read_lines_of, ts_texts, ts_us
 
 FAMILY = "tcp"
 # bytesReady, expectedWakeupTime, measurementsEvery (uint16 LE), bytesPerMeasurement,

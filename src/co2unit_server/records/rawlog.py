@@ -32,10 +32,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .database.rows import VERDICTS
+from ..database.rows import VERDICTS
 
 if TYPE_CHECKING:
-    from .core.config import Config
+    from ..core.config import Config
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from ..core.config import ConfigError
 from ..database.rows import Measurement, Receipt
-from ..rawlog import RawLine
+from .rawlog import RawLine
 
 log = logging.getLogger(__name__)
 

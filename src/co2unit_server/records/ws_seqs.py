@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.files import write_atomic
-from ..rawlog import log_files
+from .rawlog import log_files
 from .ws_format import WsLine, utc_text
 
 log = logging.getLogger(__name__)
