@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import delivery, serve, update_publish
+from . import serve
 from .core.config import ConfigError, describe_settings, load_config
 from .gateways import process as gateways
 from .gateways import session_command, ws_tokens
@@ -18,6 +18,8 @@ from .simulator import nodemcu as simulate_pull
 from .simulator import tcp_devices, ws_devices
 from .status import check
 from .toolchain import build, export
+from .updates import delivery
+from .updates import publish as update_publish
 
 DEFAULT_INI = Path("server.ini.example")
 

@@ -26,10 +26,10 @@ from pathlib import Path
 from .core.config import Config
 from .core.timestamps import DAY, to_epoch
 from .database import db
-from .delivery import UpdateState, update_states
 from .records.pinglog import tail_lines
 from .toolchain import plotdata
 from .toolchain.importer.sources import natural_key
+from .updates.delivery import UpdateState, update_states
 
 ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN = "alive", "late", "silent", "never seen", "unknown"
 STATUSES = (ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN)

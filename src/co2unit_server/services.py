@@ -10,7 +10,7 @@ from .database import db
 from .database.db_writer import BatchWriter
 from .records.pinglog import PingLog
 from .records.pushstore import PushStore
-from .updates import UpdateTree
+from .updates.tree import UpdateTree
 
 
 @dataclass(frozen=True)

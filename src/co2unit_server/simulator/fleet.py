@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..unitclient import request
-from ..update_publish import UpdateContent, publish
+from ..updates.publish import UpdateContent, publish
 from .proxy import FaultProxy
 from .sdcard import COMM_WAKE, PUSH_DIRS, ROTATE_BYTES, Irregularities, SdCard
 from .unit import BUDGET_S, TIMEOUT_S, CycleStats, Unit

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from .core.errors import ApiError, ErrorCode
+from ..core.errors import ApiError, ErrorCode
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .core.config import load_config
-from .database import db
-from .updates import UPDATES_DIR, files_below
+from ..core.config import load_config
+from ..database import db
+from .tree import UPDATES_DIR, files_below
 
 PUBLISHED, DOWNLOADING, DELIVERED, CONFIRMED = "published", "downloading", "delivered", "confirmed"
 OU_ID_PATCH = "conf-patch/ou-id.json"

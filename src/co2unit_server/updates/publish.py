@@ -28,14 +28,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from .core.config import Config, load_config
-from .core.locking import file_lock
-from .core.validate import is_plain_name
-from .database import db
-from .records.pushstore import fsync_dir, make_dirs
-from .toolchain import plotdata
-from .toolchain.summaries import _current_deployment
-from .updates import UPDATES_DIR
+from ..core.config import Config, load_config
+from ..core.locking import file_lock
+from ..core.validate import is_plain_name
+from ..database import db
+from ..records.pushstore import fsync_dir, make_dirs
+from ..toolchain import plotdata
+from ..toolchain.summaries import _current_deployment
+from .tree import UPDATES_DIR
 
 PROG = "co2unit-server publish-update"
 PREFIX = "update-"  # the firmware installs only directories named so
