@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from fleet_fixtures import LATE, NEVER, NOW, SILENT, build_fleet
 
-from co2unit_server import fleet_status
 from co2unit_server.cli import main
 from co2unit_server.core.config import Config, load_config
+from co2unit_server.status import fleet_status
 from co2unit_server.status.check import check
 
 
@@ -82,7 +82,7 @@ def test_check_command_cannot_tell(tmp_path, capsys):
 def test_check_counts_the_watched_gateway_devices(conn, config, tmp_path):
     from fleet_fixtures import DEVICE_STATUS, TCP_RETIRED, build_devices
 
-    from co2unit_server import gateway_status
+    from co2unit_server.status import gateway_status
 
     cfg = load_config({}, remote_data_dir=config.remote_data_dir, var_dir=config.var_dir,
                       pull_devices_file=tmp_path / "devices.tsv")

@@ -19,9 +19,9 @@ from fleet_fixtures import (
     build_fleet,
 )
 
-from co2unit_server import fleet_status
 from co2unit_server.core.config import Config, load_config
-from co2unit_server.fleet_status import UnitRow
+from co2unit_server.status import fleet_status
+from co2unit_server.status.fleet_status import UnitRow
 
 STRAY = "co2unit-999999999999"  # only a directory in the push store
 

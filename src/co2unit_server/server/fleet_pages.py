@@ -15,15 +15,15 @@ from html import escape
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import fleet_plot, fleet_status, gateway_status
 from ..core.config import Config
 from ..core.errors import ApiError, ErrorCode
 from ..core.timestamps import DAY, to_epoch
 from ..core.validate import check_device_id, check_hw_id
-from ..fleet_status import UnitDetail, UnitRow, ago, iso_z
-from ..gateway_status import DeviceDetail, DeviceRow
 from ..gateways.sessions import Session, listed
 from ..services import Services
+from ..status import fleet_plot, fleet_status, gateway_status
+from ..status.fleet_status import UnitDetail, UnitRow, ago, iso_z
+from ..status.gateway_status import DeviceDetail, DeviceRow
 
 bp = Blueprint("fleet", __name__)
 

@@ -21,10 +21,10 @@ from flask import Blueprint, Response, request
 
 from ..core.timestamps import to_epoch
 from ..database.measurement_store import latest_values, receipt_devices, receipt_stats
-from ..fleet_status import ago, iso_z
 from ..gateways import control, sessions
 from ..records.rawlog import ts_text
 from ..records.ws_format import FAMILY
+from ..status.fleet_status import ago, iso_z
 from .fleet_pages import page, request_db, services, sessions_section, table
 from .resources import json_reply
 from .sessions_api import session_json

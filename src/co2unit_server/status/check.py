@@ -16,9 +16,9 @@ from pathlib import Path
 from ..core.config import ConfigError, load_config
 from ..core.headroom import storage_alarms
 from ..database.tables import ResearchError, connection
-from ..fleet_status import NEVER_SEEN, SILENT, STATUSES, UnitRow, ago, fleet, iso_z
-from ..gateway_status import DeviceRow, fleet_devices
 from ..gateways.health import read_health
+from .fleet_status import NEVER_SEEN, SILENT, STATUSES, UnitRow, ago, fleet, iso_z
+from .gateway_status import DeviceRow, fleet_devices
 
 OK, WARNING, CRITICAL, UNKNOWN_EXIT = 0, 1, 2, 3
 _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN_EXIT: "UNKNOWN"}

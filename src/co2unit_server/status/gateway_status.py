@@ -29,16 +29,20 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.config import Config
-from .core.timestamps import DAY
-from .database.measurement_store import (
+from ..core.config import Config
+from ..core.timestamps import DAY
+from ..database.measurement_store import (
     LatestValue,
     latest_values,
     receipt_devices,
     receipt_stats,
     recent_receipts,
 )
-from .database.rows import Receipt
+from ..database.rows import Receipt
+from ..records.pull_format import FAMILY as PULL
+from ..records.pull_format import read_devices_file
+from ..records.rawlog import ts_text, ts_us
+from ..records.tcp_format import FAMILY as TCP
 from .fleet_status import (
     ALIVE,
     LATE,
@@ -50,10 +54,6 @@ from .fleet_status import (
     ago,
     iso_z,
 )
-from .records.pull_format import FAMILY as PULL
-from .records.pull_format import read_devices_file
-from .records.rawlog import ts_text, ts_us
-from .records.tcp_format import FAMILY as TCP
 
 FAMILIES = (TCP, PULL)
 LATE_INTERVALS = {TCP: 2.0, PULL: 3.0}

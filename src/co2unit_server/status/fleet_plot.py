@@ -14,13 +14,13 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .core.locking import file_lock
-from .core.timestamps import DAY, to_epoch
-from .database import db
-from .toolchain.importer.readings import INSERT, parse_lines
-from .toolchain.importer.report import StageReport
-from .toolchain.importer.sources import natural_key
-from .toolchain.plotdata import Group, Period, to_text
+from ..core.locking import file_lock
+from ..core.timestamps import DAY, to_epoch
+from ..database import db
+from ..toolchain.importer.readings import INSERT, parse_lines
+from ..toolchain.importer.report import StageReport
+from ..toolchain.importer.sources import natural_key
+from ..toolchain.plotdata import Group, Period, to_text
 
 READINGS_DIR = "data/readings"
 WINDOW_S = 7 * DAY
@@ -117,7 +117,7 @@ def draw(conn: sqlite3.Connection, hw_id: str, label: str, path: Path) -> None:
     # matplotlib costs a second to import: only a worker that draws pays it.
     import matplotlib
 
-    from .toolchain import plots
+    from ..toolchain import plots
 
     hi = (newest_reading(conn) or 0.0) + 1
     title = f"{label}: the 7 days up to its newest reading pushed, {to_text(hi - 1)} UTC"

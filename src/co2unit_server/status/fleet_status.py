@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .core.config import Config
-from .core.timestamps import DAY, to_epoch
-from .database import db
-from .records.pinglog import tail_lines
-from .toolchain import plotdata
-from .toolchain.importer.sources import natural_key
-from .updates.delivery import UpdateState, update_states
+from ..core.config import Config
+from ..core.timestamps import DAY, to_epoch
+from ..database import db
+from ..records.pinglog import tail_lines
+from ..toolchain import plotdata
+from ..toolchain.importer.sources import natural_key
+from ..updates.delivery import UpdateState, update_states
 
 ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN = "alive", "late", "silent", "never seen", "unknown"
 STATUSES = (ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN)
