@@ -123,7 +123,7 @@ def test_check_command_includes_gateway_devices(tmp_path, capsys):
 
 
 def test_check_reports_what_the_running_gateway_process_cannot_do(tmp_path, capsys):
-    from co2unit_server.gateways.health import CRITICAL, WARNING, Health
+    from co2unit_server.records.gateway_health import CRITICAL, WARNING, Health
 
     ini = _ini(tmp_path)
     conn = build_fleet(tmp_path / "var" / "db.sqlite3", time.time())

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from gateway_fixtures import db_rows, send, wait_for
 
-from co2unit_server.gateways.health import read_health
 from co2unit_server.gateways.process import tune_gc
 from co2unit_server.launcher import ServerProcess, free_port
 from co2unit_server.records import rawlog
+from co2unit_server.records.gateway_health import read_health
 from co2unit_server.serve import gateway_daemon, uwsgi_argv
 from co2unit_server.simulator.nodemcu import DeviceSpec, FleetThread, devices_tsv
 

@@ -240,7 +240,7 @@ class Config:
 
     @property
     def gateway_health_file(self) -> Path:
-        """The running gateway process's problems, for `check` (gateways/health.py)."""
+        """The running gateway process's problems, for `check` (records/gateway_health.py)."""
         return self.var_dir / "gateways-health.json"
 
     @property

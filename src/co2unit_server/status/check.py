@@ -16,7 +16,7 @@ from pathlib import Path
 from ..core.config import ConfigError, load_config
 from ..core.headroom import storage_alarms
 from ..database.tables import ResearchError, connection
-from ..gateways.health import read_health
+from ..records.gateway_health import read_health
 from .fleet_status import NEVER_SEEN, SILENT, STATUSES, UnitRow, ago, fleet, iso_z
 from .gateway_status import DeviceRow, fleet_devices
 
@@ -31,7 +31,7 @@ def check(rows: list[UnitRow], now: float, devices: Sequence[DeviceRow] = (),
     devices alive, 1 late, 2 silent/never seen (gateway_status says which devices count) or
     a storage alarm (headroom.storage_alarms: the server refuses new data).
 
-    `gateway_problems` are the running gateway process's (gateways/health.py): a gateway
+    `gateway_problems` are the running gateway process's (records/gateway_health.py): a gateway
     that is not running is critical, the rest (a devices file in error) a warning."""
     deployed = [row for row in rows if row.deployed]
     watched = [row for row in devices if row.watched]
