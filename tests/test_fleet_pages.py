@@ -28,8 +28,8 @@ from fleet_fixtures import (
 )
 from toolchain_fixtures import reading
 
-from co2unit_server.launcher import ServerProcess
 from co2unit_server.server.fleet_pages import size_text
+from co2unit_server.simulator.launcher import ServerProcess
 
 from conftest import chromium
 

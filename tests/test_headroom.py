@@ -14,9 +14,9 @@ from test_metrics import samples, value
 from co2unit_server.core import headroom
 from co2unit_server.core.config import load_config
 from co2unit_server.core.headroom import Headroom, free_bytes, storage, storage_alarms
-from co2unit_server.launcher import ServerProcess, free_port
 from co2unit_server.records.pinglog import ping_files
 from co2unit_server.simulator.common import until_stored
+from co2unit_server.simulator.launcher import ServerProcess, free_port
 from co2unit_server.simulator.ws_devices import (
     Fleet,
     FleetPlan,

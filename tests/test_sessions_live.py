@@ -23,10 +23,10 @@ from co2unit_server import research
 from co2unit_server.cli import main
 from co2unit_server.core.config import load_config
 from co2unit_server.gateways import control
-from co2unit_server.launcher import ServerProcess, free_port
 from co2unit_server.records import users
 from co2unit_server.server import auth
 from co2unit_server.server.app import create_app
+from co2unit_server.simulator.launcher import ServerProcess, free_port
 
 from conftest import INI, chromium
 

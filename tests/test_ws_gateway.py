@@ -32,11 +32,11 @@ from co2unit_server.gateways import ws_gateway
 from co2unit_server.gateways.control import call
 from co2unit_server.gateways.sessions import SessionKeeper
 from co2unit_server.gateways.ws_gateway import WsGateway, _Device
-from co2unit_server.launcher import GatewayProcess, free_port
 from co2unit_server.records import ws_format
 from co2unit_server.records.rawlog import GroupCommit, log_files
 from co2unit_server.records.ws_format import Readings, WsLine, retry_after, retry_reason, retry_wait
 from co2unit_server.records.ws_seqs import SAVED_FILE, SeqState, read_state
+from co2unit_server.simulator.launcher import GatewayProcess, free_port
 
 T0 = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
 WAIT = 20.0  # seconds any single answer may take, at most (a bound, not a speed claim)

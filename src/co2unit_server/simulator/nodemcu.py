@@ -33,7 +33,6 @@ from pathlib import Path
 
 from ..database.db import connect_readonly
 from ..gateways.process import raise_open_file_limit
-from ..launcher import GatewayProcess, free_port
 from ..records import rawlog
 from ..records.pull_format import PullDevice
 from .common import (
@@ -45,6 +44,7 @@ from .common import (
     share,
     verdict_lines,
 )
+from .launcher import GatewayProcess, free_port
 
 HOST = "127.0.0.1"
 PATH = "/circumstances"

@@ -851,7 +851,7 @@ def run_against(cfg: SimConfig) -> RunResult:
 def run_own_gateway(cfg: SimConfig) -> RunResult:
     """Start a gateway (in a temp dir or cfg.keep), run against it, stop it with SIGTERM,
     verify."""
-    from ..launcher import GatewayProcess, free_port
+    from .launcher import GatewayProcess, free_port
 
     with run_dir(cfg.keep, "simulate-ws-") as base:
         gateway = GatewayProcess(base, {"ws_gateway_port": str(free_port())}).start()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .core.config import SHM_DIR, ConfigError, load_config
+from ..core.config import SHM_DIR, ConfigError, load_config
 from .unitclient import Reply, request
 
 
@@ -139,7 +139,7 @@ class GatewayProcess:
         return env
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
-        from .gateways.process import READY
+        from ..gateways.process import READY
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
