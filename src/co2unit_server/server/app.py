@@ -10,10 +10,10 @@ from werkzeug.exceptions import HTTPException
 
 from ..core.config import Config
 from ..core.errors import ApiError, ErrorCode
-from ..services import Services
 from . import auth, fleet_pages, live_pages, metrics, pages, sessions_api
 from .api import bp as api_bp
 from .resources import Alive, PushSequential, Updates
+from .services import Services
 
 log = logging.getLogger("co2unit_server")
 

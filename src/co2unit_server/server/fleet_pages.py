@@ -20,10 +20,10 @@ from ..core.errors import ApiError, ErrorCode
 from ..core.timestamps import DAY, to_epoch
 from ..core.validate import check_device_id, check_hw_id
 from ..gateways.sessions import Session, listed
-from ..services import Services
 from ..status import fleet_plot, fleet_status, gateway_status
 from ..status.fleet_status import UnitDetail, UnitRow, ago, iso_z
 from ..status.gateway_status import DeviceDetail, DeviceRow
+from .services import Services
 
 bp = Blueprint("fleet", __name__)
 

@@ -15,8 +15,8 @@ from ..core.errors import ApiError, ErrorCode
 from ..core.validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
 from ..records import push_stats
 from ..records.pinglog import Ping
-from ..services import Services
 from . import downloads
+from .services import Services
 
 log = logging.getLogger(__name__)
 READ_BLOCK = 64 * 1024

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .core.config import Config
-from .database import db
-from .database.db_writer import BatchWriter
-from .records.pinglog import PingLog
-from .records.pushstore import PushStore
-from .updates.tree import UpdateTree
+from ..core.config import Config
+from ..database import db
+from ..database.db_writer import BatchWriter
+from ..records.pinglog import PingLog
+from ..records.pushstore import PushStore
+from ..updates.tree import UpdateTree
 
 
 @dataclass(frozen=True)
