@@ -21,9 +21,8 @@ from toolchain_fixtures import (
 )
 
 from co2unit_server import research
-from co2unit_server.database import db, tables
+from co2unit_server.database import aggregates, db, tables
 from co2unit_server.toolchain import research_tables
-from co2unit_server.toolchain.importer import aggregates
 
 UNIT = "co2unit-aaaaaaaaaaaa"
 OTHER = "co2unit-bbbbbbbbbbbb"

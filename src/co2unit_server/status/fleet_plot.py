@@ -17,10 +17,10 @@ from pathlib import Path
 from ..core.locking import file_lock
 from ..core.timestamps import DAY, to_epoch
 from ..database import db
+from ..database.plotdata import Group, Period, to_text
 from ..toolchain.importer.readings import INSERT, parse_lines
 from ..toolchain.importer.report import StageReport
 from ..toolchain.importer.sources import natural_key
-from ..toolchain.plotdata import Group, Period, to_text
 
 READINGS_DIR = "data/readings"
 WINDOW_S = 7 * DAY

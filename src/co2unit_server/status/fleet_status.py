@@ -25,9 +25,8 @@ from pathlib import Path
 
 from ..core.config import Config
 from ..core.timestamps import DAY, to_epoch
-from ..database import db
+from ..database import db, plotdata
 from ..records.pinglog import tail_lines
-from ..toolchain import plotdata
 from ..toolchain.importer.sources import natural_key
 from ..updates.delivery import UpdateState, update_states
 

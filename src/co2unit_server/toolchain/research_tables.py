@@ -18,7 +18,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from ..database.aggregates import CO2_N_SQL, CO2_SUM_SQL, GLITCH_PPM, TEMP_SQL
 from ..database.db import RAW_COLUMNS
+from ..database.plotdata import ping_units, reading_units
 from ..database.tables import (
     BATCH_ROWS,
     Column,
@@ -28,8 +30,6 @@ from ..database.tables import (
     parse_time,
     time_range,
 )
-from .importer.aggregates import CO2_N_SQL, CO2_SUM_SQL, GLITCH_PPM, TEMP_SQL
-from .plotdata import ping_units, reading_units
 
 # Open bounds as text every date or timestamp sorts after / before.
 _LOWEST, _HIGHEST = "", "~"

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..core.files import write_atomic
 from ..core.timestamps import DAY
-from . import plotdata, quality
-from .plotdata import Period
+from ..database import plotdata
+from ..database.plotdata import Period
+from . import quality
 
 PINGS_SUMMARY = "pings_summary.html"
 CO2_SUMMARY = "co2_summary.html"

@@ -31,9 +31,8 @@ from pathlib import Path
 from ..core.config import Config, load_config
 from ..core.locking import file_lock
 from ..core.validate import is_plain_name
-from ..database import db
+from ..database import db, plotdata
 from ..records.pushstore import fsync_dir, make_dirs
-from ..toolchain import plotdata
 from ..toolchain.summaries import _current_deployment
 from .tree import UPDATES_DIR
 

@@ -12,9 +12,9 @@ import sqlite3
 from pathlib import Path
 
 from ...core.timestamps import utc_datetime
+from ...database.state import transaction
 from . import sources
 from .report import StageReport
-from .store import transaction
 
 KIND = "deployments"
 COLUMNS = ("unit_id", "nickname", "site", "tier", "status", "start_ts", "end_ts", "note")

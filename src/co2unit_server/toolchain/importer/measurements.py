@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...database import db
+from ...database.state import read_state, transaction, write_state
 from ...records import rawlog
 from . import sources
 from .report import StageReport
-from .store import read_state, transaction, write_state
 
 if TYPE_CHECKING:
     from ...database.rows import Measurement, Receipt

@@ -7,11 +7,11 @@ from datetime import datetime
 from pathlib import Path
 
 from ...core.timestamps import utc_datetime
+from ...database.state import transaction
 from ...records.pinglog import INSERT_PING, PING_FILE_RE
 from ...records.readings import HW_ID, NON_PRINTING
 from . import sources
 from .report import StageReport
-from .store import transaction
 
 KIND = "pings"
 # Exactly what the server writes, so its live rows and the imported ones share the key.

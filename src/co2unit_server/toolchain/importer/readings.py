@@ -7,7 +7,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ...database import aggregates
 from ...database.db import RAW_COLUMNS, REREAD
+from ...database.state import transaction
 from ...records.readings import (
     FIELDS,
     GOOD_LINE,
@@ -17,9 +19,8 @@ from ...records.readings import (
     parse_line,
     real_date,
 )
-from . import aggregates, sources
+from . import sources
 from .report import StageReport
-from .store import transaction
 
 KIND = "readings"
 # Rows per transaction: keeps memory flat and the server's ping inserts waiting briefly.

@@ -15,13 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..core.timestamps import to_epoch
-from .importer.aggregates import (
-    BUCKET_SECONDS,
-    CO2_N_SQL,
-    CO2_SUM_SQL,
-    EPOCH_SQL,
-    TEMP_SQL,
-)
+from .aggregates import BUCKET_SECONDS, CO2_N_SQL, CO2_SUM_SQL, EPOCH_SQL, TEMP_SQL
 
 # The plots' file names (here, not in plots.py, so that checking them needs no matplotlib).
 CO2_ALL = "co2_tiered_all_hires.svg"

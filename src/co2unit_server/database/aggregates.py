@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from .store import read_state, transaction, write_state
+from .state import read_state, transaction, write_state
 
 BUCKET_SECONDS = 10800
 GLITCH_PPM = (0, 200010)  # sensor start-up values, never real CO2
