@@ -21,8 +21,7 @@ from toolchain_fixtures import (
 )
 
 from co2unit_server import research
-from co2unit_server.database import aggregates, db, tables
-from co2unit_server.toolchain import research_tables
+from co2unit_server.database import aggregates, db, research_tables, tables
 
 UNIT = "co2unit-aaaaaaaaaaaa"
 OTHER = "co2unit-bbbbbbbbbbbb"

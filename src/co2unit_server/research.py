@@ -92,6 +92,7 @@ import numpy as np
 import pandas as pd
 
 from .database.measurement_store import MEASUREMENTS, measurement_batches
+from .database.research_tables import PINGS, READINGS, batches
 from .database.tables import (
     DatabaseNotFoundError,
     ResearchError,
@@ -100,7 +101,6 @@ from .database.tables import (
     connection,
 )
 from .gateways.sessions import listed
-from .toolchain.research_tables import PINGS, READINGS, batches
 
 __all__ = ["DatabaseNotFoundError", "ResearchError", "measurements", "pings", "readings",
            "sessions"]

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
+from ..database.research_tables import TABLES, batches
 from ..database.tables import ResearchError, Table, connection, time_range
-from .research_tables import TABLES, batches
 
 FORMATS = ("csv", "json")
 PROG = "co2unit-server export"

@@ -18,18 +18,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..database.aggregates import CO2_N_SQL, CO2_SUM_SQL, GLITCH_PPM, TEMP_SQL
-from ..database.db import RAW_COLUMNS
-from ..database.plotdata import ping_units, reading_units
-from ..database.tables import (
-    BATCH_ROWS,
-    Column,
-    ResearchError,
-    Table,
-    TimeLike,
-    parse_time,
-    time_range,
-)
+from .aggregates import CO2_N_SQL, CO2_SUM_SQL, GLITCH_PPM, TEMP_SQL
+from .db import RAW_COLUMNS
+from .plotdata import ping_units, reading_units
+from .tables import BATCH_ROWS, Column, ResearchError, Table, TimeLike, parse_time, time_range
 
 # Open bounds as text every date or timestamp sorts after / before.
 _LOWEST, _HIGHEST = "", "~"
