@@ -14,13 +14,13 @@ import os
 import sqlite3
 from pathlib import Path
 
+from ..core.files import natural_key
 from ..core.locking import file_lock
 from ..core.timestamps import DAY, to_epoch
 from ..database import db
 from ..database.plotdata import Group, Period, to_text
 from ..toolchain.importer.readings import INSERT, parse_lines
 from ..toolchain.importer.report import StageReport
-from ..toolchain.importer.sources import natural_key
 
 READINGS_DIR = "data/readings"
 WINDOW_S = 7 * DAY

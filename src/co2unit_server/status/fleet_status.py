@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..core.config import Config
+from ..core.files import natural_key
 from ..core.timestamps import DAY, to_epoch
 from ..database import db, plotdata
 from ..records.pinglog import tail_lines
-from ..toolchain.importer.sources import natural_key
 from ..updates.delivery import UpdateState, update_states
 
 ALIVE, LATE, SILENT, NEVER_SEEN, UNKNOWN = "alive", "late", "silent", "never seen", "unknown"
