@@ -30,7 +30,7 @@ from websockets.sync.client import ClientConnection, connect
 from co2unit_server.core.config import load_config
 from co2unit_server.gateways import ws_gateway
 from co2unit_server.gateways.control import call
-from co2unit_server.gateways.sessions import SessionKeeper
+from co2unit_server.gateways.session_keeper import SessionKeeper
 from co2unit_server.gateways.ws_gateway import WsGateway, _Device
 from co2unit_server.records import ws_format
 from co2unit_server.records.rawlog import GroupCommit, log_files

@@ -100,7 +100,7 @@ from .database.tables import (
     TimeLike,
     connection,
 )
-from .gateways.sessions import listed
+from .records.sessions import listed
 
 __all__ = ["DatabaseNotFoundError", "ResearchError", "measurements", "pings", "readings",
            "sessions"]

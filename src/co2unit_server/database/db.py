@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS gateway_receipts (
 -- The fleet page's refusal counts; only refused receipts are in it.
 CREATE INDEX IF NOT EXISTS gateway_receipts_refused ON gateway_receipts (device, ts)
     WHERE verdict IN ('bad', 'failed');
--- Streaming sessions an admin started and stopped (gateways/sessions.py): written by the
+-- Streaming sessions an admin started and stopped (records/sessions.py): written by the
 -- gateway before it broadcasts the command, and by the importer from the record of truth,
 -- remote_data/sessions/sessions.log. measurements.session holds the id.
 CREATE TABLE IF NOT EXISTS sessions (

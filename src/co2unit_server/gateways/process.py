@@ -162,7 +162,7 @@ async def _start_pull(config: Config, store: MeasurementStore, health: Health) -
 
 
 async def _start_ws(config: Config, store: MeasurementStore, health: Health) -> Closer:
-    from .sessions import SessionKeeper
+    from .session_keeper import SessionKeeper
     from .ws_gateway import WsGateway
 
     sessions = SessionKeeper(config)

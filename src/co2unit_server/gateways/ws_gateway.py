@@ -94,7 +94,7 @@ CLOSE_REPLACED = 4409
 
 
 class Sessions(Protocol):
-    """What the gateway uses of gateways/sessions.py's SessionKeeper."""
+    """What the gateway uses of gateways/session_keeper.py's SessionKeeper."""
 
     @property
     def current_id(self) -> str | None: ...

@@ -19,7 +19,7 @@ from ..core.config import Config
 from ..core.errors import ApiError, ErrorCode
 from ..core.timestamps import DAY, to_epoch
 from ..core.validate import check_device_id, check_hw_id
-from ..gateways.sessions import Session, listed
+from ..records.sessions import Session, listed
 from ..status import fleet_plot, fleet_status, gateway_status
 from ..status.fleet_status import UnitDetail, UnitRow, ago, iso_z
 from ..status.gateway_status import DeviceDetail, DeviceRow

@@ -21,7 +21,8 @@ from flask import Blueprint, Response, request
 
 from ..core.timestamps import to_epoch
 from ..database.measurement_store import latest_values, receipt_devices, receipt_stats
-from ..gateways import control, sessions
+from ..gateways import control
+from ..records import sessions
 from ..records.rawlog import ts_text
 from ..records.ws_format import FAMILY
 from ..status.fleet_status import ago, iso_z

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from ...database.state import transaction
-from ...gateways import sessions
+from ...records import sessions
 from .report import StageReport
 
 

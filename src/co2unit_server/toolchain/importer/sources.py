@@ -22,7 +22,7 @@ from ...core.files import natural_key
 from ...database.db import REREAD
 
 # remote_data/sessions/sessions.log: the streaming sessions, no unit either.
-from ...gateways.sessions import LOG_DIR as SESSIONS_DIR
+from ...records.sessions import LOG_DIR as SESSIONS_DIR
 
 # import_files.size of a file read in part: no file has it, so its stat never looks unchanged.
 UNFINISHED = -1
