@@ -190,3 +190,27 @@ def connection(db: Source) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def csv_texts(table: Table, rows: Iterator[list[tuple]]) -> Iterator[str]:
+    """A header row, then a text of lines per batch; NULL is an empty cell."""
+    template = table.line_template("csv") + "\n"
+    yield ",".join(table.names) + "\n"
+    for batch in rows:
+        yield "".join([template % row for row in batch])
+
+
+def json_texts(table: Table, rows: Iterator[list[tuple]]) -> Iterator[str]:
+    """A JSON array with one object per line, a text per batch."""
+    template = table.line_template("json")
+    yield "["
+    separator = "\n"
+    for batch in rows:
+        yield separator + ",\n".join([template % row for row in batch])
+        separator = ",\n"
+    yield "\n]\n"
+
+
+# The texts of each format, for `export`'s files and the server's streamed responses.
+TEXTS: dict[str, Callable[[Table, Iterator[list[tuple]]], Iterator[str]]] = {
+    "csv": csv_texts, "json": json_texts}

@@ -21,11 +21,10 @@ from ..core.errors import ApiError, ErrorCode
 from ..core.validate import check_device_id, check_hw_id
 from ..database.measurement_store import MEASUREMENTS, measurement_batches
 from ..database.research_tables import READINGS, batches
-from ..database.tables import ResearchError, parse_time, time_range
+from ..database.tables import TEXTS, ResearchError, parse_time, time_range
 from ..status import fleet_status, gateway_status
 from ..status.fleet_status import UnitDetail, UnitRow, iso_z
 from ..status.gateway_status import DeviceDetail, DeviceRow
-from ..toolchain.export import TEXTS
 from .fleet_pages import is_hw_id, request_db, services, unknown_id
 from .resources import json_reply
 
