@@ -49,6 +49,13 @@ class Period:
         return (start, end) if start < end else None
 
 
+def current_deployment(periods: list[Period], now: float) -> Period | None:
+    """The unit's latest period with status `deployed` that has started."""
+    started = [p for p in periods if p.status == STATUS_DEPLOYED
+               and (p.start is None or p.start <= now)]
+    return max(started, key=lambda p: p.start or 0.0, default=None)
+
+
 @dataclass
 class Group:
     """One subplot: consecutive, non-overlapping periods at one site (or of one unit)."""

@@ -33,7 +33,6 @@ from ..core.locking import file_lock
 from ..core.validate import is_plain_name
 from ..database import db, plotdata
 from ..records.pushstore import fsync_dir, make_dirs
-from ..toolchain.summaries import _current_deployment
 from .tree import UPDATES_DIR
 
 PROG = "co2unit-server publish-update"
@@ -364,7 +363,7 @@ def current_deployments(conn: sqlite3.Connection, now: float) -> dict[str, plotd
     by_unit: dict[str, list[plotdata.Period]] = {}
     for period in plotdata.periods(conn):
         by_unit.setdefault(period.unit_id, []).append(period)
-    current = {unit: _current_deployment(periods, now) for unit, periods in by_unit.items()}
+    current = {unit: plotdata.current_deployment(periods, now) for unit, periods in by_unit.items()}
     return {unit: p for unit, p in current.items()
             if p is not None and (p.end is None or p.end > now)}
 
