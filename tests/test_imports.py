@@ -119,3 +119,8 @@ def test_loading_the_settings_imports_only_the_core(tmp_path):
     ours = [m for m in loaded if m.split(".")[0] == NAME]
     assert ours and all(m in (NAME, f"{NAME}.core") or m.startswith(f"{NAME}.core.")
                         for m in ours), ours
+
+
+def test_at_most_six_modules_at_the_package_top():
+    loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name != "__init__.py")
+    assert len(loose) <= 6, loose
