@@ -1,6 +1,6 @@
 """Tables read in batches, as researchers get them: the columns, their encodings, time bounds.
 
-The machinery behind the research tables (toolchain/research_tables) and the gateways'
+The machinery behind the research tables (research_tables) and the gateways'
 measurements (measurement_store): a table is a range query per unit and segment, read in
 batches from one read-only snapshot, with SQLite writing each row's text for CSV and JSON.
 """
