@@ -16,8 +16,8 @@ import signal
 import time
 from pathlib import Path
 
-from co2unit_server.gateways.tcp_format import device_name
-from co2unit_server.rawlog import GroupCommit, RawLine, RawLog, ts_text
+from co2unit_server.records.rawlog import GroupCommit, RawLine, RawLog, ts_text
+from co2unit_server.records.tcp_format import device_name
 
 
 async def read_to_eof(reader: asyncio.StreamReader) -> bytes:

@@ -18,7 +18,7 @@ import signal
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from co2unit_server.gateways import ws_format
+from co2unit_server.records import ws_format
 
 MAX_MESSAGE_BYTES = 65536
 KEEPALIVE_S = 20.0

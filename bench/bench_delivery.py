@@ -23,9 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from co2unit_server import db, delivery  # noqa: E402
-from co2unit_server.update_publish import UpdateContent, publish  # noqa: E402
-from co2unit_server.updates import files_below  # noqa: E402
+from co2unit_server.database import db  # noqa: E402
+from co2unit_server.updates import delivery  # noqa: E402
+from co2unit_server.updates.publish import UpdateContent, publish  # noqa: E402
+from co2unit_server.updates.tree import files_below  # noqa: E402
 
 START = datetime(2026, 1, 1, 3, 10)
 

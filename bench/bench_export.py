@@ -29,7 +29,8 @@ from bench_toolchain import generate, hw_id
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from co2unit_server import db, research  # noqa: E402
+from co2unit_server import research  # noqa: E402
+from co2unit_server.database import db  # noqa: E402
 
 FLOOR_COLUMNS = ("unit_id, nickname, date, time, temp, flash_count, "
                  + ", ".join(f"co2_{i:02d}" for i in range(1, 11)) + ", "

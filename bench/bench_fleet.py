@@ -14,8 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from co2unit_server.launcher import ServerProcess
 from co2unit_server.simulator.fleet import Fleet, FleetConfig, FleetResult
+from co2unit_server.simulator.launcher import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 

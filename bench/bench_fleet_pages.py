@@ -18,10 +18,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from co2unit_server import db
-from co2unit_server.launcher import ServerProcess
-from co2unit_server.pinglog import INSERT_PING, Ping
-from co2unit_server.unitclient import request
+from co2unit_server.database import db
+from co2unit_server.records.pinglog import INSERT_PING, Ping
+from co2unit_server.simulator.launcher import ServerProcess
+from co2unit_server.simulator.unitclient import request
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = 86400.0

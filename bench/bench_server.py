@@ -27,8 +27,8 @@ from pathlib import Path
 
 from loadgen import LoadResult, Request, run_lanes
 
-from co2unit_server.launcher import ServerProcess
-from co2unit_server.users import add_user
+from co2unit_server.records.users import add_user
+from co2unit_server.simulator.launcher import ServerProcess
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

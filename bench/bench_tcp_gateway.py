@@ -35,8 +35,8 @@ from pathlib import Path
 
 from bench_server import server_cpu_s
 
-from co2unit_server.gateways.tcp_format import HEADER
-from co2unit_server.launcher import GatewayProcess, free_port
+from co2unit_server.records.tcp_format import HEADER
+from co2unit_server.simulator.launcher import GatewayProcess, free_port
 
 BENCH_DIR = Path(__file__).resolve().parent
 RECORDS = 30

@@ -128,7 +128,7 @@ def run_make(root: Path) -> tuple[float, str]:
 def floor_rows_per_s(root: Path) -> tuple[int, float, float]:
     """Rows, seconds and rows/s of the floor: read, split, one executemany, one transaction."""
     sys.path.insert(0, str(REPO / "src"))
-    from co2unit_server import db
+    from co2unit_server.database import db
 
     path = root / "floor.sqlite3"
     conn = db.connect(path)

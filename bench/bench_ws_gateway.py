@@ -64,8 +64,8 @@ from lean_ws_devices import LeanFleet
 
 from co2unit_server.gateways import control
 from co2unit_server.gateways.process import raise_open_file_limit
-from co2unit_server.launcher import GatewayProcess, free_port
 from co2unit_server.simulator.common import percentile
+from co2unit_server.simulator.launcher import GatewayProcess, free_port
 from co2unit_server.simulator.ws_devices import verify
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -1,5 +1,5 @@
 """What a streaming device's first hello after a restart costs: its seq state read from its raw
-log, or taken from what the gateway saved at its last clean stop (gateways/ws_seqs.py).
+log, or taken from what the gateway saved at its last clean stop (records/ws_seqs.py).
 
     .venv/bin/python bench/bench_ws_seqs.py [--devices 100] [--lines 12000] [--files 4]
 
@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from co2unit_server.gateways.ws_format import WsLine
-from co2unit_server.gateways.ws_seqs import SavedSeqs, read_state
+from co2unit_server.records.ws_format import WsLine
+from co2unit_server.records.ws_seqs import SavedSeqs, read_state
 
 
 def write_logs(device_dir: Path, lines: int, files: int) -> None:

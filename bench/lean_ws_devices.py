@@ -47,8 +47,8 @@ import random
 import struct
 import time
 
-from co2unit_server.gateways import ws_format
-from co2unit_server.rawlog import ts_text
+from co2unit_server.records import ws_format
+from co2unit_server.records.rawlog import ts_text
 from co2unit_server.simulator.ws_devices import (
     FALLBACK_RETRY_S,
     SENSORS,

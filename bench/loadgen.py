@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from co2unit_server.unitclient import Reply, build_request, parse_reply
+from co2unit_server.simulator.unitclient import Reply, build_request, parse_reply
 
 # (method, path, body); the callback sees every reply of its lane, e.g. to check an ack.
 Request = tuple[str, str, bytes | None]

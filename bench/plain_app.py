@@ -2,7 +2,7 @@
 
 import os
 
-from co2unit_server.config import load_config
+from co2unit_server.core.config import load_config
 from co2unit_server.server.app import create_app
 
 # An entry point like co2unit_server.wsgi; the bench's `ours` runs with both turned on.

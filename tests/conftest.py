@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from toolchain_fixtures import build_tree, import_tree, open_db
 
-from co2unit_server import create_app
-from co2unit_server.config import Config, load_config
-from co2unit_server.headroom import free_bytes
-from co2unit_server.launcher import GatewayProcess, ServerProcess
+from co2unit_server.core.config import Config, load_config
+from co2unit_server.core.headroom import free_bytes
+from co2unit_server.server.app import create_app
+from co2unit_server.simulator.launcher import GatewayProcess, ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 INI = REPO / "server.ini.example"

@@ -10,9 +10,9 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from co2unit_server import db
-from co2unit_server.pinglog import INSERT_PING, Ping
-from co2unit_server.timestamps import DAY, to_epoch
+from co2unit_server.core.timestamps import DAY, to_epoch
+from co2unit_server.database import db
+from co2unit_server.records.pinglog import INSERT_PING, Ping
 
 NOW = to_epoch("2026-11-08 12:00:00")
 HOUR = 3600.0

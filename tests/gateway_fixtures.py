@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from co2unit_server import db
-from co2unit_server.gateways import tcp_format
-from co2unit_server.launcher import GatewayProcess
+from co2unit_server.database import db
+from co2unit_server.records import tcp_format
+from co2unit_server.simulator.launcher import GatewayProcess
 
 # docs/gateways.md's example: 2 records, light 1234/1244, 54.997/55.096 %RH, 21.501/21.544 °C.
 EXAMPLE = bytes.fromhex("0c00100e7800060103" "d204ec7c9463" "dc04207da463")

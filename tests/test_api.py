@@ -12,9 +12,9 @@ import pytest
 from fleet_fixtures import ALIVE, LATE, NEVER, STATUS_OF, UNKNOWN, build_fleet, ping
 from toolchain_fixtures import reading
 
-from co2unit_server.pinglog import INSERT_PING
-from co2unit_server.push_stats import error_entries, last_reading
-from co2unit_server.pushstore import Stored
+from co2unit_server.records.pinglog import INSERT_PING
+from co2unit_server.records.push_stats import error_entries, last_reading
+from co2unit_server.records.pushstore import Stored
 from co2unit_server.toolchain.importer.readings import INSERT, parse_lines
 from co2unit_server.toolchain.importer.report import StageReport
 
@@ -170,7 +170,7 @@ def push(client, path: str, offset: int, data: bytes):
 
 def push_daily(client, config) -> tuple:
     assert client.application.extensions["co2unit"].push_stats.flush()
-    from co2unit_server import db
+    from co2unit_server.database import db
 
     conn = db.connect(config.db_path)
     return conn.execute("SELECT bytes, chunks, error_entries, last_push_ts, last_reading_ts "
@@ -244,8 +244,8 @@ def gateway_client(tmp_path):
     """A client of an app whose database holds the fleet and the gateway devices."""
     from fleet_fixtures import build_devices
 
-    from co2unit_server import create_app
-    from co2unit_server.config import load_config
+    from co2unit_server.core.config import load_config
+    from co2unit_server.server.app import create_app
 
     config = load_config({}, remote_data_dir=tmp_path / "remote_data", var_dir=tmp_path / "var",
                          min_free_bytes=0, pull_devices_file=tmp_path / "devices.tsv")

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from co2unit_server import db, users
 from co2unit_server.cli import main
-from co2unit_server.config import load_config
+from co2unit_server.core.config import load_config
+from co2unit_server.database import db
+from co2unit_server.records import users
 from co2unit_server.server import auth
 from co2unit_server.server.app import create_app
 

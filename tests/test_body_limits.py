@@ -9,7 +9,7 @@ import time
 
 from co2unit_server.serve import read_uwsgi_section
 from co2unit_server.server import resources
-from co2unit_server.unitclient import parse_reply
+from co2unit_server.simulator.unitclient import parse_reply
 
 from conftest import HW_ID, INI
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from co2unit_server.cli import build_parser, main
-from co2unit_server.config import settings_markdown
+from co2unit_server.core.config import settings_markdown
 from co2unit_server.gateways import ws_tokens
-from co2unit_server.launcher import free_port
+from co2unit_server.simulator.launcher import free_port
 
 INI = Path(__file__).resolve().parent.parent / "server.ini.example"
 

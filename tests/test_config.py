@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from co2unit_server.config import (
+from co2unit_server.core.config import (
     SETTINGS,
     Config,
     ConfigError,

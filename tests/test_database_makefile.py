@@ -24,7 +24,7 @@ from toolchain_fixtures import (
     write,
 )
 
-from co2unit_server import db
+from co2unit_server.database import db
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUTS = {"co2_tiered_all_hires.svg", "co2_tiered_recent_hires.svg", "pings_all_tiered.svg",

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from co2unit_server import db, measurement_store
+from co2unit_server.database import db, measurement_store
 
 
 def tables(conn: sqlite3.Connection) -> set[str]:

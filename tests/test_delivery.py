@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import pytest
 
-from co2unit_server import db
 from co2unit_server.cli import main
-from co2unit_server.delivery import UpdateState, update_states
+from co2unit_server.database import db
 from co2unit_server.simulator.fleet import Fleet, FleetConfig, unit_ids
-from co2unit_server.update_publish import UpdateContent, publish
+from co2unit_server.updates.delivery import UpdateState, update_states
+from co2unit_server.updates.publish import UpdateContent, publish
 
 from conftest import HW_ID, OTHER_HW_ID
 

@@ -28,8 +28,8 @@ from fleet_fixtures import (
 )
 from toolchain_fixtures import reading
 
-from co2unit_server.launcher import ServerProcess
 from co2unit_server.server.fleet_pages import size_text
+from co2unit_server.simulator.launcher import ServerProcess
 
 from conftest import chromium
 
@@ -231,8 +231,8 @@ def test_sorting_by_a_header_click_and_the_plot_loads(fleet_server, tmp_path):
 @pytest.fixture
 def devices_client(tmp_path):
     """A client of an app with the fleet and the gateway devices of fleet_fixtures."""
-    from co2unit_server import create_app
-    from co2unit_server.config import load_config
+    from co2unit_server.core.config import load_config
+    from co2unit_server.server.app import create_app
 
     config = load_config({}, remote_data_dir=tmp_path / "remote_data", var_dir=tmp_path / "var",
                          min_free_bytes=0, pull_devices_file=tmp_path / "devices.tsv")

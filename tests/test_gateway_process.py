@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from gateway_fixtures import db_rows, send, wait_for
 
-from co2unit_server import rawlog
-from co2unit_server.gateways.health import read_health
 from co2unit_server.gateways.process import tune_gc
-from co2unit_server.launcher import ServerProcess, free_port
+from co2unit_server.records import rawlog
+from co2unit_server.records.gateway_health import read_health
 from co2unit_server.serve import gateway_daemon, uwsgi_argv
+from co2unit_server.simulator.launcher import ServerProcess, free_port
 from co2unit_server.simulator.nodemcu import DeviceSpec, FleetThread, devices_tsv
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def test_sigterm_stores_what_was_received_and_exits_cleanly(gateway_factory):
 
 
 def test_the_server_runs_the_gateways_and_stops_them(server_factory, tmp_path):
-    from co2unit_server.launcher import free_port
+    from co2unit_server.simulator.launcher import free_port
 
     port = free_port()
     server = server_factory(env={"CO2UNIT_TCP_GATEWAY_PORT": str(port),

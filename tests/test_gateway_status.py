@@ -23,9 +23,10 @@ from fleet_fixtures import (
     build_fleet,
 )
 
-from co2unit_server import gateway_status, measurement_store
-from co2unit_server.config import Config, load_config
-from co2unit_server.gateway_status import DeviceRow
+from co2unit_server.core.config import Config, load_config
+from co2unit_server.database import measurement_store
+from co2unit_server.status import gateway_status
+from co2unit_server.status.gateway_status import DeviceRow
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import time
 from gateway_fixtures import db_rows, packet, records, wait_for
 from test_metrics import samples, value
 
-from co2unit_server import fleet_status, headroom
-from co2unit_server.config import load_config
-from co2unit_server.headroom import Headroom, free_bytes, storage, storage_alarms
-from co2unit_server.launcher import ServerProcess, free_port
-from co2unit_server.pinglog import ping_files
+from co2unit_server.core import headroom
+from co2unit_server.core.config import load_config
+from co2unit_server.core.headroom import Headroom, free_bytes, storage, storage_alarms
+from co2unit_server.records.pinglog import ping_files
 from co2unit_server.simulator.common import until_stored
+from co2unit_server.simulator.launcher import ServerProcess, free_port
 from co2unit_server.simulator.ws_devices import (
     Fleet,
     FleetPlan,
@@ -24,6 +24,7 @@ from co2unit_server.simulator.ws_devices import (
     run_fleet,
     verify,
 )
+from co2unit_server.status import check
 
 from conftest import HW_ID, INI
 
@@ -36,7 +37,7 @@ def look_again(headroom: Headroom) -> None:
 
 def test_one_log_line_per_transition_however_many_looks(tmp_path, caplog):
     headroom = Headroom(tmp_path, free_bytes(tmp_path) + GIB, "test writer")
-    caplog.set_level(logging.INFO, "co2unit_server.headroom")
+    caplog.set_level(logging.INFO, "co2unit_server.core.headroom")
     for _ in range(50):
         assert headroom.full()
         look_again(headroom)
@@ -81,10 +82,10 @@ def test_check_is_critical_when_a_data_directory_is_below_the_floor(tmp_path):
                        min_free_bytes=free_bytes(tmp_path) + GIB)
     alarms = storage_alarms(full)
     assert len(alarms) == 2 and alarms[0].startswith(f"STORAGE FULL {tmp_path / 'rd'}: ")
-    code, lines = fleet_status.check([], 0.0, (), storage=alarms)
-    assert code == fleet_status.CRITICAL and lines[0].startswith("FLEET CRITICAL")
+    code, lines = check.check([], 0.0, (), storage=alarms)
+    assert code == check.CRITICAL and lines[0].startswith("FLEET CRITICAL")
     assert lines[1:] == alarms
-    assert fleet_status.check([], 0.0)[0] == fleet_status.UNKNOWN_EXIT  # without: as before
+    assert check.check([], 0.0)[0] == check.UNKNOWN_EXIT  # without: as before
 
 
 # --- a disk that fills while devices stream: the real server, its gateways, real devices

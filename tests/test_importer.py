@@ -33,10 +33,10 @@ from toolchain_fixtures import (
     write,
 )
 
-from co2unit_server import db
-from co2unit_server.pinglog import Ping, PingLog
+from co2unit_server.database import db
+from co2unit_server.database.state import transaction
+from co2unit_server.records.pinglog import Ping, PingLog
 from co2unit_server.toolchain.importer import STAGES, errorlogs, readings
-from co2unit_server.toolchain.importer.store import transaction
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ import pytest
 from gateway_fixtures import wait_for
 from toolchain_fixtures import Tree, append, build_tree, import_tree, open_db, write
 
-from co2unit_server import db, rawlog
-from co2unit_server.gateways import pull_format, tcp_format, ws_format
-from co2unit_server.gateways.ws_format import WsLine
-from co2unit_server.rawlog import RawLine
+from co2unit_server.database import db
+from co2unit_server.records import pull_format, rawlog, tcp_format, ws_format
+from co2unit_server.records.rawlog import RawLine
+from co2unit_server.records.ws_format import WsLine
 from co2unit_server.toolchain import build
 from co2unit_server.toolchain.importer import Sources, run_import, sources
 from co2unit_server.toolchain.importer.measurements import (

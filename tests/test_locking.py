@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from co2unit_server.locking import file_lock
+from co2unit_server.core.locking import file_lock
 
 
 def test_lock_creates_its_directory_and_excludes_another_holder(tmp_path):

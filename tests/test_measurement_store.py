@@ -8,10 +8,10 @@ import sqlite3
 import pytest
 from fleet_fixtures import NOW, PULL_ALIVE, PULL_GONE, TCP_ALIVE, TCP_BAD, build_devices, ts_at
 
-from co2unit_server import db, measurement_store
-from co2unit_server.measurement_store import Measurement, Receipt, open_store
-from co2unit_server.toolchain.export import TEXTS
-from co2unit_server.toolchain.research_tables import ResearchError
+from co2unit_server.database import db, measurement_store
+from co2unit_server.database.measurement_store import open_store
+from co2unit_server.database.rows import Measurement, Receipt
+from co2unit_server.database.tables import TEXTS, ResearchError
 
 
 def test_values_and_receipts_are_stored_once(config):

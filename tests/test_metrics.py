@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from co2unit_server import db
-from co2unit_server.config import SHM_DIR, load_config
-from co2unit_server.headroom import free_bytes
-from co2unit_server.launcher import free_port
+from co2unit_server.core.config import SHM_DIR, load_config
+from co2unit_server.core.headroom import free_bytes
+from co2unit_server.database import db
 from co2unit_server.serve import METRICS_DIR_ENV, metrics_environ
 from co2unit_server.server.app import create_app
 from co2unit_server.server.metrics import PingAgeCollector
+from co2unit_server.simulator.launcher import free_port
 
 from conftest import HW_ID
 

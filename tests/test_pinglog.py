@@ -8,8 +8,8 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from co2unit_server.errors import ApiError, ErrorCode
-from co2unit_server.pinglog import Ping, PingLog, ping_files, tail_lines
+from co2unit_server.core.errors import ApiError, ErrorCode
+from co2unit_server.records.pinglog import Ping, PingLog, ping_files, tail_lines
 
 from conftest import HW_ID
 

@@ -24,8 +24,9 @@ from toolchain_fixtures import (
     write,
 )
 
-from co2unit_server.toolchain import plotdata, plots
-from co2unit_server.toolchain.plotdata import Period, to_epoch
+from co2unit_server.database import plotdata
+from co2unit_server.database.plotdata import Period, to_epoch
+from co2unit_server.toolchain import plots
 
 DAY = 86400
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from gateway_fixtures import packet, query, records, send, wait_for
 
-from co2unit_server.gateways.health import read_health
 from co2unit_server.gateways.pull_collector import backoff_us, next_poll_us
-from co2unit_server.gateways.pull_format import PullDevice
-from co2unit_server.launcher import GatewayProcess
-from co2unit_server.rawlog import ts_us as us
+from co2unit_server.records.gateway_health import read_health
+from co2unit_server.records.pull_format import PullDevice
+from co2unit_server.records.rawlog import ts_us as us
+from co2unit_server.simulator.launcher import GatewayProcess
 from co2unit_server.simulator.nodemcu import (
     Checks,
     DeviceSpec,

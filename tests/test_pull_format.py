@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from co2unit_server.config import ConfigError
-from co2unit_server.gateways.pull_format import (
+from co2unit_server.core.config import ConfigError
+from co2unit_server.records.pull_format import (
     FAMILY,
     AnswerError,
     DevicesFileWatch,
@@ -19,7 +19,7 @@ from co2unit_server.gateways.pull_format import (
     parse_answer,
     read_devices_file,
 )
-from co2unit_server.rawlog import RawLine
+from co2unit_server.records.rawlog import RawLine
 
 EXAMPLE = (b'{"nodemcu":{"mq135":{"co":"2.56","co2":"402.08","alcohol":"0.94","nh4":"3.30",'
            b'"aceton":"0.32","toulen":"0.38"},"bmp180":{"temperature":"28.60","pressure":'

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from co2unit_server.errors import ApiError, ErrorCode
-from co2unit_server.pushstore import Ack, PushStore
+from co2unit_server.core.errors import ApiError, ErrorCode
+from co2unit_server.records.pushstore import Ack, PushStore
 
 from conftest import HW_ID
 

@@ -22,9 +22,9 @@ from toolchain_fixtures import (
 )
 
 from co2unit_server.cli import main
-from co2unit_server.timestamps import DAY
+from co2unit_server.core.timestamps import DAY
+from co2unit_server.database.plotdata import to_epoch
 from co2unit_server.toolchain import quality
-from co2unit_server.toolchain.plotdata import to_epoch
 
 NOW = to_epoch("2026-11-08 00:00:00")
 HW_F = "co2unit-ffffffffffff"

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from co2unit_server import rawlog
-from co2unit_server.rawlog import GroupCommit, RawLine, RawLog
+from co2unit_server.records import rawlog
+from co2unit_server.records.rawlog import GroupCommit, RawLine, RawLog
 
 
 def line(payload: bytes, verdict: str = "ok", ts: str = "2026-12-06T01:02:03.000004") -> RawLine:

@@ -20,9 +20,8 @@ from toolchain_fixtures import (
     SITE,
 )
 
-from co2unit_server import db, research
-from co2unit_server.toolchain import research_tables
-from co2unit_server.toolchain.importer import aggregates
+from co2unit_server import research
+from co2unit_server.database import aggregates, db, research_tables, tables
 
 UNIT = "co2unit-aaaaaaaaaaaa"
 OTHER = "co2unit-bbbbbbbbbbbb"
@@ -278,7 +277,7 @@ def test_pings_deployment_boundaries_and_range(conn, tmp_path):
 
 
 def test_opens_the_database_read_only(conn, tmp_path):
-    with research_tables.connection(tmp_path) as ro, pytest.raises(
+    with tables.connection(tmp_path) as ro, pytest.raises(
             sqlite3.OperationalError, match="readonly"):
         ro.execute("DELETE FROM co2_readings")
 

@@ -128,7 +128,7 @@ def test_updates_listing_recursive_listing_and_download(client, config):
 
 
 def test_internal_errors_are_json_not_a_traceback(client, config, monkeypatch):
-    from co2unit_server import pushstore
+    from co2unit_server.records import pushstore
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

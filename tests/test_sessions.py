@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from toolchain_fixtures import Tree, import_tree, open_db
 
-from co2unit_server import db
-from co2unit_server.gateways import sessions
-from co2unit_server.gateways.sessions import SessionKeeper
+from co2unit_server.database import db
+from co2unit_server.gateways.session_keeper import SessionKeeper
+from co2unit_server.records import sessions
 
 T0 = datetime(2026, 12, 6, 1, 52, 11, 250000, tzinfo=UTC)
 

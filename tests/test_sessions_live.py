@@ -19,13 +19,14 @@ import pytest
 from gateway_fixtures import db_rows, wait_for
 from websockets.asyncio.client import ClientConnection, connect
 
-from co2unit_server import research, users
+from co2unit_server import research
 from co2unit_server.cli import main
-from co2unit_server.config import load_config
+from co2unit_server.core.config import load_config
 from co2unit_server.gateways import control
-from co2unit_server.launcher import ServerProcess, free_port
+from co2unit_server.records import users
 from co2unit_server.server import auth
 from co2unit_server.server.app import create_app
+from co2unit_server.simulator.launcher import ServerProcess, free_port
 
 from conftest import INI, chromium
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from co2unit_server.simulator.proxy import FAULT_KINDS, FaultProxy, message_length, plan_fault
-from co2unit_server.unitclient import ProtocolError, request
+from co2unit_server.simulator.unitclient import ProtocolError, request
 
 BODY = bytes(range(256)) * 16  # 4096 bytes
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from co2unit_server.gateways import tcp_format
+from co2unit_server.records import tcp_format
 from co2unit_server.simulator.tcp_devices import (
     BUFFER_RECORDS,
     DELETED,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from co2unit_server.launcher import free_port
-from co2unit_server.pinglog import ping_files
+from co2unit_server.records.pinglog import ping_files
 from co2unit_server.simulator.fleet import place_update
+from co2unit_server.simulator.launcher import free_port
 from co2unit_server.simulator.sdcard import (
     ERRORS_DIR,
     PUSH_DIRS,

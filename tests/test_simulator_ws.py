@@ -13,8 +13,8 @@ from pathlib import Path
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from co2unit_server.gateways import ws_format
-from co2unit_server.gateways.ws_format import MessageError
+from co2unit_server.records import ws_format
+from co2unit_server.records.ws_format import MessageError
 from co2unit_server.simulator import ws_devices
 from co2unit_server.simulator.ws_devices import (
     MALFORMED,

@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from co2unit_server import db, db_writer, store_writer
-from co2unit_server.measurement_store import Receipt
-from co2unit_server.store_writer import ProcessStore, ReceiptWriter
+from co2unit_server.database import db, db_writer, store_writer
+from co2unit_server.database.rows import Receipt
+from co2unit_server.database.store_writer import ProcessStore, ReceiptWriter
 
 
 def _receipt(n: int, values: int = 1) -> tuple[Receipt, list[tuple]]:
@@ -219,7 +219,7 @@ def test_a_child_that_dies_is_logged_with_its_rows_and_replaced(config, store, c
     deadline = time.monotonic() + 10
     while store._child.sent < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
-    with caplog.at_level(logging.ERROR, logger="co2unit_server.store_writer"):
+    with caplog.at_level(logging.ERROR, logger="co2unit_server.database.store_writer"):
         os.kill(pid, signal.SIGKILL)
         assert store.flush(10)  # given up: flush does not wait for them forever
     assert f"store writer {pid} ended with -9: 3 receipt(s)" in caplog.text
@@ -233,7 +233,7 @@ def test_a_child_that_dies_is_logged_with_its_rows_and_replaced(config, store, c
 def test_a_child_whose_parent_died_writes_what_it_has_and_ends(config):
     frame = pickle.dumps([_item(n, values=2) for n in range(3)])
     child = subprocess.run(
-        [sys.executable, "-m", "co2unit_server.store_writer", str(config.db_path), "1000",
+        [sys.executable, "-m", "co2unit_server.database.store_writer", str(config.db_path), "1000",
          "INFO"],
         input=store_writer._COUNT.pack(len(frame)) + frame, capture_output=True, timeout=30)
     assert child.returncode == 0, child.stderr
@@ -248,7 +248,7 @@ def test_a_store_closed_without_rows_starts_no_child(store):
 
 def test_a_child_that_cannot_start_is_logged_and_its_rows_given_up(store, tmp_path, caplog):
     store._command = [str(tmp_path / "no-such-python")]
-    with caplog.at_level(logging.ERROR, logger="co2unit_server.store_writer"):
+    with caplog.at_level(logging.ERROR, logger="co2unit_server.database.store_writer"):
         store.add_many([_receipt(1), _receipt(2)])
         assert store.flush(10)
     assert "store writer could not start" in caplog.text and "2 receipt(s)" in caplog.text

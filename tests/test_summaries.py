@@ -23,8 +23,8 @@ from toolchain_fixtures import (
 )
 
 from co2unit_server.cli import main
+from co2unit_server.database.plotdata import to_epoch
 from co2unit_server.toolchain import quality, summaries
-from co2unit_server.toolchain.plotdata import to_epoch
 
 from conftest import chromium
 

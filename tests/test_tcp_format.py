@@ -8,8 +8,11 @@ import struct
 import pytest
 from gateway_fixtures import EXAMPLE, S, packet, records
 
-from co2unit_server.gateways import tcp_format
-from co2unit_server.gateways.tcp_format import (
+from co2unit_server.core.config import TCP_RECORD_FORMATS
+from co2unit_server.records import tcp_format
+from co2unit_server.records.rawlog import RawLine, RawLog, ts_text
+from co2unit_server.records.tcp_format import (
+    FORMATS,
     History,
     PacketError,
     check,
@@ -22,7 +25,6 @@ from co2unit_server.gateways.tcp_format import (
     record_interval_us,
     repeated_records,
 )
-from co2unit_server.rawlog import RawLine, RawLog, ts_text
 
 REGISTRY = parse_device_types(["1=tsl2561-si7021"])
 T = 1_767_225_600_000_000  # 2026-01-01T00:00:00 UTC, in microseconds
@@ -227,6 +229,10 @@ def test_parse_device_types():
 def test_parse_device_types_refuses(entry, reason):
     with pytest.raises(ValueError, match=reason):
         parse_device_types([entry])
+
+
+def test_the_settings_know_every_record_format_and_no_other():
+    assert sorted(FORMATS) == sorted(TCP_RECORD_FORMATS)
 
 
 def test_a_read_not_ended_by_the_device_is_bad_unless_the_packet_is_whole():

@@ -11,10 +11,10 @@ import time
 
 from gateway_fixtures import EXAMPLE, S, packet, query, records, wait_for
 
-from co2unit_server.gateways import tcp_format
-from co2unit_server.launcher import GatewayProcess
-from co2unit_server.rawlog import RawLine, log_files, read_lines_of, ts_text, ts_us
+from co2unit_server.records import tcp_format
+from co2unit_server.records.rawlog import RawLine, log_files, read_lines_of, ts_text, ts_us
 from co2unit_server.simulator import tcp_devices
+from co2unit_server.simulator.launcher import GatewayProcess
 
 
 def connect(gateway: GatewayProcess) -> socket.socket:

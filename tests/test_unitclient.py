@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from co2unit_server.unitclient import ProtocolError, build_request, parse_reply, request
+from co2unit_server.simulator.unitclient import ProtocolError, build_request, parse_reply, request
 
 
 def test_an_empty_body_goes_without_content_length():

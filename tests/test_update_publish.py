@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from co2unit_server import db, update_publish
 from co2unit_server.cli import main
-from co2unit_server.update_publish import PublishError, UpdateContent, next_name, publish
+from co2unit_server.database import db
+from co2unit_server.updates import publish as update_publish
+from co2unit_server.updates.publish import PublishError, UpdateContent, next_name, publish
 
 from conftest import HW_ID, OTHER_HW_ID
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from co2unit_server.errors import ApiError
-from co2unit_server.updates import UpdateTree
+from co2unit_server.core.errors import ApiError
+from co2unit_server.updates.tree import UpdateTree
 
 from conftest import HW_ID
 

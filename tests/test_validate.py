@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from co2unit_server.errors import ApiError, ErrorCode
-from co2unit_server.validate import (
+from co2unit_server.core.errors import ApiError, ErrorCode
+from co2unit_server.core.validate import (
     check_hw_id,
     parse_bool,
     parse_int,

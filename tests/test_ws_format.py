@@ -1,4 +1,4 @@
-"""The streaming devices' messages and raw log lines (gateways/ws_format.py)."""
+"""The streaming devices' messages and raw log lines (records/ws_format.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from co2unit_server.gateways import ws_format
-from co2unit_server.gateways.ws_format import MessageError, WsLine
-from co2unit_server.measurement_store import Measurement
+from co2unit_server.database.rows import Measurement
+from co2unit_server.records import ws_format
+from co2unit_server.records.ws_format import MessageError, WsLine
 
 TS = "2026-12-06T01:00:00.000000"
 

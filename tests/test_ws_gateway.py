@@ -27,21 +27,16 @@ from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from co2unit_server.config import load_config
-from co2unit_server.gateways import ws_format, ws_gateway
+from co2unit_server.core.config import load_config
+from co2unit_server.gateways import ws_gateway
 from co2unit_server.gateways.control import call
-from co2unit_server.gateways.sessions import SessionKeeper
-from co2unit_server.gateways.ws_format import (
-    Readings,
-    WsLine,
-    retry_after,
-    retry_reason,
-    retry_wait,
-)
+from co2unit_server.gateways.session_keeper import SessionKeeper
 from co2unit_server.gateways.ws_gateway import WsGateway, _Device
-from co2unit_server.gateways.ws_seqs import SAVED_FILE, SeqState, read_state
-from co2unit_server.launcher import GatewayProcess, free_port
-from co2unit_server.rawlog import GroupCommit, log_files
+from co2unit_server.records import ws_format
+from co2unit_server.records.rawlog import GroupCommit, log_files
+from co2unit_server.records.ws_format import Readings, WsLine, retry_after, retry_reason, retry_wait
+from co2unit_server.records.ws_seqs import SAVED_FILE, SeqState, read_state
+from co2unit_server.simulator.launcher import GatewayProcess, free_port
 
 T0 = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
 WAIT = 20.0  # seconds any single answer may take, at most (a bound, not a speed claim)
@@ -222,7 +217,7 @@ def test_the_store_writer_of_a_killed_gateway_stores_what_it_has_and_ends(gatewa
         ws.send(message(0))
         assert recv(ws)["seq"] == 0
         assert stored_values(gateway, count=1) == [0.0]  # the writer's first transaction
-        (writer,) = _children(gateway.proc.pid)  # co2unit_server.store_writer
+        (writer,) = _children(gateway.proc.pid)  # co2unit_server.database.store_writer
         for seq in range(1, 10):
             ws.send(message(seq))
         assert [recv(ws)["seq"] for _ in range(9)] == list(range(1, 10))

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from co2unit_server.gateways import ws_format
-from co2unit_server.gateways.ws_format import WsLine
-from co2unit_server.gateways.ws_seqs import (
+from co2unit_server.records import ws_format
+from co2unit_server.records.ws_format import WsLine
+from co2unit_server.records.ws_seqs import (
     SAVED_FILE,
     SavedSeqs,
     SeqState,

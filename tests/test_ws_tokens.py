@@ -8,9 +8,9 @@ import stat
 import pytest
 
 from co2unit_server.cli import main
-from co2unit_server.config import ConfigError
+from co2unit_server.core.config import ConfigError
 from co2unit_server.gateways import ws_tokens
-from co2unit_server.users import parse_credentials
+from co2unit_server.records.users import parse_credentials
 
 
 def test_a_token_verifies_against_its_hash_only():

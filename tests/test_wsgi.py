@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from co2unit_server.unitclient import build_request, parse_reply, request
+from co2unit_server.simulator.unitclient import build_request, parse_reply, request
 
 from conftest import HW_ID, OTHER_HW_ID, ServerProcess
 

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from co2unit_server.unitclient import build_request, parse_reply
+from co2unit_server.simulator.unitclient import build_request, parse_reply
 
 from conftest import HW_ID
 

@@ -9,7 +9,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from co2unit_server import db
+from co2unit_server.database import db
 from co2unit_server.toolchain.importer import Sources, run_import
 from co2unit_server.toolchain.importer.report import StageReport
 

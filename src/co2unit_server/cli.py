@@ -8,14 +8,18 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from . import delivery, fleet_status, serve, update_publish, users
-from .config import ConfigError, describe_settings, load_config, settings_markdown
+from . import serve
+from .core.config import ConfigError, describe_settings, load_config, settings_markdown
 from .gateways import process as gateways
 from .gateways import session_command, ws_tokens
+from .records import users
 from .simulator import command as simulate
 from .simulator import nodemcu as simulate_pull
 from .simulator import tcp_devices, ws_devices
+from .status import check
 from .toolchain import build, export
+from .updates import delivery
+from .updates import publish as update_publish
 
 DEFAULT_INI = Path("server.ini.example")
 
@@ -121,8 +125,8 @@ COMMANDS: list[tuple[str, str, Callable, Callable]] = [
     ("session", "start, stop or show the streaming devices' session (in the running gateway)",
      session_command.add_arguments, session_command.run),
     ("check", "check the deployed units and watched gateway devices for cron or Nagios: exit 0 "
-     "alive, 1 late, 2 silent, 3 cannot tell", fleet_status.add_check_arguments,
-     fleet_status.run_check),
+     "alive, 1 late, 2 silent, 3 cannot tell", check.add_check_arguments,
+     check.run_check),
 ]
 
 

@@ -91,18 +91,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .gateways.sessions import listed
-from .measurement_store import MEASUREMENTS, measurement_batches
-from .toolchain.research_tables import (
-    PINGS,
-    READINGS,
+from .database.measurement_store import MEASUREMENTS, measurement_batches
+from .database.research_tables import PINGS, READINGS, batches
+from .database.tables import (
     DatabaseNotFoundError,
     ResearchError,
     Table,
     TimeLike,
-    batches,
     connection,
 )
+from .records.sessions import listed
 
 __all__ = ["DatabaseNotFoundError", "ResearchError", "measurements", "pings", "readings",
            "sessions"]

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .config import CONFIG_FILE_ENV, env_name
+from .core.config import CONFIG_FILE_ENV, env_name
 
 SOMAXCONN_PATH = Path("/proc/sys/net/core/somaxconn")
 # prometheus_client reads it when first imported: each worker then counts in files there.

@@ -4,7 +4,7 @@ import os
 
 from flask import Flask
 
-from .config import load_config
+from .core.config import load_config
 from .serve import METRICS_DIR_ENV
 
 

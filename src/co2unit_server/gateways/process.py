@@ -6,8 +6,8 @@ cleanly: no new connection is taken, what was received is made durable and store
 
 A configuration error never makes it exit, for uWSGI would start it again and again: `serve`
 refuses to start on one (check_gateways), and here each gateway starts on its own, one that
-cannot (its port taken, say) is logged and reported to `check` (health.py) while the others
-run, and the pull collector follows its devices file (see pull_collector.py).
+cannot (its port taken, say) is logged and reported to `check` (records/gateway_health.py)
+while the others run, and the pull collector follows its devices file (see pull_collector.py).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
-from ..config import Config, ConfigError, load_config
-from ..measurement_store import MeasurementStore, open_store
-from . import tcp_format
+from ..core.config import Config, ConfigError, load_config
+from ..database.measurement_store import MeasurementStore, open_store
+from ..records import tcp_format
+from ..records.gateway_health import CRITICAL, WARNING, Health
+from ..records.pull_format import read_devices_file
 from .control import ControlServer
-from .health import CRITICAL, WARNING, Health
-from .pull_format import read_devices_file
 from .ws_tokens import check_tokens_file
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ async def _start_pull(config: Config, store: MeasurementStore, health: Health) -
 
 
 async def _start_ws(config: Config, store: MeasurementStore, health: Health) -> Closer:
-    from .sessions import SessionKeeper
+    from .session_keeper import SessionKeeper
     from .ws_gateway import WsGateway
 
     sessions = SessionKeeper(config)

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from ..config import Config
-from ..headroom import RECHECK_S, Headroom
-from ..measurement_store import MeasurementStore
-from ..rawlog import REFUSED, RawLine, open_family, ts_text
-from .pull_format import FAMILY, DevicesFileWatch, PullDevice, interpret
+from ..core.config import Config
+from ..core.headroom import RECHECK_S, Headroom
+from ..database.measurement_store import MeasurementStore
+from ..database.rows import REFUSED
+from ..records.pull_format import FAMILY, DevicesFileWatch, PullDevice, interpret
+from ..records.rawlog import RawLine, open_family, ts_text
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
+from ..core.config import load_config
 from . import control
 
 NOT_RUNNING_EXIT, REFUSED_EXIT = 2, 1

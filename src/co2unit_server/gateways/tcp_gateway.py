@@ -24,12 +24,12 @@ import struct
 import time
 from typing import NamedTuple
 
-from ..config import Config
-from ..headroom import RECHECK_S, Headroom
-from ..measurement_store import MeasurementStore
-from ..rawlog import RawLine, open_family, ts_text
-from . import tcp_format
-from .tcp_format import Decoded, History, PacketError, RecordFormat
+from ..core.config import Config
+from ..core.headroom import RECHECK_S, Headroom
+from ..database.measurement_store import MeasurementStore
+from ..records import tcp_format
+from ..records.rawlog import RawLine, open_family, ts_text
+from ..records.tcp_format import Decoded, History, PacketError, RecordFormat
 
 log = logging.getLogger(__name__)
 # Devices wake on the hour together: the kernel keeps this many waiting to be accepted (it

@@ -61,14 +61,15 @@ from websockets.frames import DATA_OPCODES, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import Event, State
 
-from ..config import Config, ConfigError
-from ..headroom import Headroom, no_space
-from ..measurement_store import MeasurementStore, Receipt
-from ..rawlog import open_family, ts_text
-from . import ws_format, ws_seqs
+from ..core.config import Config, ConfigError
+from ..core.headroom import Headroom, no_space
+from ..database.measurement_store import MeasurementStore
+from ..database.rows import Receipt
+from ..records import ws_format, ws_seqs
+from ..records.rawlog import open_family, ts_text
+from ..records.ws_format import Hello, MessageError, WsLine
+from ..records.ws_seqs import RECENT_SEQS, SavedSeqs, SeqState, read_state
 from .tcp_gateway import peer_text
-from .ws_format import Hello, MessageError, WsLine
-from .ws_seqs import RECENT_SEQS, SavedSeqs, SeqState, read_state
 from .ws_tokens import TokensFile, check_tokens_file
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ CLOSE_REPLACED = 4409
 
 
 class Sessions(Protocol):
-    """What the gateway uses of gateways/sessions.py's SessionKeeper."""
+    """What the gateway uses of gateways/session_keeper.py's SessionKeeper."""
 
     @property
     def current_id(self) -> str | None: ...

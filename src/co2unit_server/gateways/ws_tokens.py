@@ -23,9 +23,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..config import ConfigError, load_config, required_path
-from ..users import CredentialsFile, write_credential
-from .ws_format import NAME
+from ..core.config import ConfigError, load_config, required_path
+from ..records.users import CredentialsFile, write_credential
+from ..records.ws_format import NAME
 
 SCHEME = "sha256"
 SALT_BYTES = 16

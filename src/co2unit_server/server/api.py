@@ -17,20 +17,14 @@ from contextlib import ExitStack
 
 from flask import Blueprint, Response, request
 
-from .. import fleet_status, gateway_status
-from ..errors import ApiError, ErrorCode
-from ..fleet_status import UnitDetail, UnitRow, iso_z
-from ..gateway_status import DeviceDetail, DeviceRow
-from ..measurement_store import MEASUREMENTS, measurement_batches
-from ..toolchain.export import TEXTS
-from ..toolchain.research_tables import (
-    READINGS,
-    ResearchError,
-    batches,
-    parse_time,
-    time_range,
-)
-from ..validate import check_device_id, check_hw_id
+from ..core.errors import ApiError, ErrorCode
+from ..core.validate import check_device_id, check_hw_id
+from ..database.measurement_store import MEASUREMENTS, measurement_batches
+from ..database.research_tables import READINGS, batches
+from ..database.tables import TEXTS, ResearchError, parse_time, time_range
+from ..status import fleet_status, gateway_status
+from ..status.fleet_status import UnitDetail, UnitRow, iso_z
+from ..status.gateway_status import DeviceDetail, DeviceRow
 from .fleet_pages import is_hw_id, request_db, services, unknown_id
 from .resources import json_reply
 

@@ -8,12 +8,12 @@ from flask import Flask, Response, jsonify, request
 from flask_restful import Api
 from werkzeug.exceptions import HTTPException
 
-from ..config import Config
-from ..errors import ApiError, ErrorCode
-from ..services import Services
+from ..core.config import Config
+from ..core.errors import ApiError, ErrorCode
 from . import auth, fleet_pages, live_pages, metrics, pages, sessions_api
 from .api import bp as api_bp
 from .resources import Alive, PushSequential, Updates
+from .services import Services
 
 log = logging.getLogger("co2unit_server")
 

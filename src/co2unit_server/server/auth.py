@@ -21,10 +21,10 @@ from pathlib import Path
 
 from flask import Flask, current_app, request
 
-from .. import db
-from ..config import Config
-from ..errors import ApiError, ErrorCode
-from ..users import CredentialsFile, Stamp, hash_password, verify_password
+from ..core.config import Config
+from ..core.errors import ApiError, ErrorCode
+from ..database import db
+from ..records.users import CredentialsFile, Stamp, hash_password, verify_password
 from .resources import PushSequential, Updates
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 from flask import Response
 
-from ..db_writer import BatchWriter
+from ..database.db_writer import BatchWriter
 
 PIECE = 4096
 # Called with (bytes sent, size, whether all of it was sent).

@@ -15,15 +15,15 @@ from html import escape
 
 from flask import Blueprint, Response, current_app, request
 
-from .. import fleet_plot, fleet_status, gateway_status
-from ..config import Config
-from ..errors import ApiError, ErrorCode
-from ..fleet_status import UnitDetail, UnitRow, ago, iso_z
-from ..gateway_status import DeviceDetail, DeviceRow
-from ..gateways.sessions import Session, listed
-from ..services import Services
-from ..timestamps import DAY, to_epoch
-from ..validate import check_device_id, check_hw_id
+from ..core.config import Config
+from ..core.errors import ApiError, ErrorCode
+from ..core.timestamps import DAY, to_epoch
+from ..core.validate import check_device_id, check_hw_id
+from ..records.sessions import Session, listed
+from ..status import fleet_plot, fleet_status, gateway_status
+from ..status.fleet_status import UnitDetail, UnitRow, ago, iso_z
+from ..status.gateway_status import DeviceDetail, DeviceRow
+from .services import Services
 
 bp = Blueprint("fleet", __name__)
 

@@ -19,12 +19,13 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from ..fleet_status import ago, iso_z
-from ..gateways import control, sessions
-from ..gateways.ws_format import FAMILY
-from ..measurement_store import latest_values, receipt_devices, receipt_stats
-from ..rawlog import ts_text
-from ..timestamps import to_epoch
+from ..core.timestamps import to_epoch
+from ..database.measurement_store import latest_values, receipt_devices, receipt_stats
+from ..gateways import control
+from ..records import sessions
+from ..records.rawlog import ts_text
+from ..records.ws_format import FAMILY
+from ..status.fleet_status import ago, iso_z
 from .fleet_pages import page, request_db, services, sessions_section, table
 from .resources import json_reply
 from .sessions_api import session_json

@@ -26,9 +26,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .. import db
-from ..config import Config
-from ..headroom import storage
+from ..core.config import Config
+from ..core.headroom import storage
+from ..database import db
 from .resources import Alive, PushSequential
 
 log = logging.getLogger(__name__)

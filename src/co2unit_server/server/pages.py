@@ -8,8 +8,8 @@ from html import escape
 
 from flask import Blueprint, Response, current_app, request
 
-from ..errors import ApiError, ErrorCode
-from ..validate import is_plain_name, parse_bool, parse_int
+from ..core.errors import ApiError, ErrorCode
+from ..core.validate import is_plain_name, parse_bool, parse_int
 
 bp = Blueprint("pages", __name__)
 

@@ -11,12 +11,12 @@ from flask import Response, current_app, request
 from flask_restful import Resource
 from werkzeug.exceptions import ClientDisconnected
 
-from .. import push_stats
-from ..errors import ApiError, ErrorCode
-from ..pinglog import Ping
-from ..services import Services
-from ..validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
+from ..core.errors import ApiError, ErrorCode
+from ..core.validate import check_hw_id, parse_bool, parse_int, parse_offset, split_path
+from ..records import push_stats
+from ..records.pinglog import Ping
 from . import downloads
+from .services import Services
 
 log = logging.getLogger(__name__)
 READ_BLOCK = 64 * 1024

@@ -17,8 +17,9 @@ from urllib.parse import urlencode, urlsplit
 
 from flask import Blueprint, Response, redirect, request
 
-from ..errors import ApiError, ErrorCode
-from ..gateways import control, sessions
+from ..core.errors import ApiError, ErrorCode
+from ..gateways import control
+from ..records import sessions
 from .fleet_pages import request_db, services
 from .resources import json_reply
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from .. import db
+from ..database import db
 
 # How long a running gateway may take to store what it received (it stores in batches).
 ROWS_WAIT_S = 30.0

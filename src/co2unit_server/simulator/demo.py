@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from ..launcher import ServerProcess
 from .fleet import Fleet, FleetConfig, FleetResult, nickname_for, unit_ids
+from .launcher import ServerProcess
 
 PAGES = ["/", "/fleet", "/status/alive/recent", "/status/alive/summary", "/data/co2/summary"]
 RENAMED_UNIT, RENAME_DAY, NEW_NICKNAME = 0, 12, "demo-renamed"

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ..unitclient import request
-from ..update_publish import UpdateContent, publish
+from ..updates.publish import UpdateContent, publish
 from .proxy import FaultProxy
 from .sdcard import COMM_WAKE, PUSH_DIRS, ROTATE_BYTES, Irregularities, SdCard
 from .unit import BUDGET_S, TIMEOUT_S, CycleStats, Unit
+from .unitclient import request
 from .verify import verify_dir
 
 DRAIN_ROUNDS = 20

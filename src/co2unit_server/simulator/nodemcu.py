@@ -31,11 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import rawlog
-from ..db import connect_readonly
+from ..database.db import connect_readonly
 from ..gateways.process import raise_open_file_limit
-from ..gateways.pull_format import PullDevice
-from ..launcher import GatewayProcess, free_port
+from ..records import rawlog
+from ..records.pull_format import PullDevice
 from .common import (
     counts_text,
     duration,
@@ -45,6 +44,7 @@ from .common import (
     share,
     verdict_lines,
 )
+from .launcher import GatewayProcess, free_port
 
 HOST = "127.0.0.1"
 PATH = "/circumstances"

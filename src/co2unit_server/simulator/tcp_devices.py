@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..gateways import tcp_format
-from ..rawlog import RawLine, read_lines, ts_us
+from ..records import tcp_format
+from ..records.rawlog import RawLine, read_lines, ts_us
 from .common import (
     RunVerification,
     add_gateway_arguments,
@@ -567,7 +567,7 @@ def run_against(cfg: SimConfig) -> RunResult:
 
 def run_own_gateway(cfg: SimConfig) -> RunResult:
     """Start a gateway in a temp dir (or cfg.workdir), run against it, stop it, verify."""
-    from ..launcher import GatewayProcess
+    from .launcher import GatewayProcess
 
     known = set(range(1, cfg.devices - cfg.unknown + 1))
     # An empty setting means its default (ID 1): with every station unknown, name an ID none has.

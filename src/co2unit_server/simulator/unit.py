@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..unitclient import ProtocolError, Reply, build_request, request
 from .sdcard import OU_ID_PATH, PUSH_DIRS, UPDATES_DIR, SdCard, error_entry
+from .unitclient import ProtocolError, Reply, build_request, request
 
 CHUNK_SIZE = 4096
 BUDGET_S = 300.0

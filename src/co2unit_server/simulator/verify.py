@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..pushstore import SUPERSEDED_DIR
+from ..records.pushstore import SUPERSEDED_DIR
 from .sdcard import SdCard
 
 

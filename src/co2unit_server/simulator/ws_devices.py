@@ -41,8 +41,9 @@ from typing import Protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from ..gateways import control, ws_format
-from ..rawlog import log_files, source_key, ts_text
+from ..gateways import control
+from ..records import ws_format
+from ..records.rawlog import log_files, source_key, ts_text
 from .common import (
     RunVerification,
     add_gateway_arguments,
@@ -850,7 +851,7 @@ def run_against(cfg: SimConfig) -> RunResult:
 def run_own_gateway(cfg: SimConfig) -> RunResult:
     """Start a gateway (in a temp dir or cfg.keep), run against it, stop it with SIGTERM,
     verify."""
-    from ..launcher import GatewayProcess, free_port
+    from .launcher import GatewayProcess, free_port
 
     with run_dir(cfg.keep, "simulate-ws-") as base:
         gateway = GatewayProcess(base, {"ws_gateway_port": str(free_port())}).start()

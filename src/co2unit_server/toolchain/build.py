@@ -16,15 +16,15 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .. import db
-from ..config import Config, load_config
-from ..locking import file_lock
-from ..timestamps import to_epoch
-from . import plotdata, quality, summaries
+from ..core.config import Config, load_config
+from ..core.locking import file_lock
+from ..core.timestamps import to_epoch
+from ..database import db, plotdata
+from ..database.aggregates import WATERMARK
+from ..database.state import read_state, transaction, write_state
+from . import quality, summaries
 from .importer import STAGES, Sources, run_import
-from .importer.aggregates import WATERMARK
 from .importer.measurements import REGISTRY_STATE, RULES_STATE
-from .importer.store import read_state, transaction, write_state
 
 DB_NAME = "db.sqlite3"
 LOCK_SUFFIX = ".toolchain-lock"

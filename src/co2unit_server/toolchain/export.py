@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from .research_tables import TABLES, ResearchError, Table, batches, connection, time_range
+from ..database.research_tables import TABLES, batches
+from ..database.tables import TEXTS, ResearchError, Table, connection, time_range
 
 FORMATS = ("csv", "json")
 PROG = "co2unit-server export"
@@ -114,30 +115,6 @@ def _stdout() -> Iterator[TextIO]:
         out.flush()
     finally:
         out.detach()
-
-
-def csv_texts(table: Table, rows: Iterator[list[tuple]]) -> Iterator[str]:
-    """A header row, then a text of lines per batch; NULL is an empty cell."""
-    template = table.line_template("csv") + "\n"
-    yield ",".join(table.names) + "\n"
-    for batch in rows:
-        yield "".join([template % row for row in batch])
-
-
-def json_texts(table: Table, rows: Iterator[list[tuple]]) -> Iterator[str]:
-    """A JSON array with one object per line, a text per batch."""
-    template = table.line_template("json")
-    yield "["
-    separator = "\n"
-    for batch in rows:
-        yield separator + ",\n".join([template % row for row in batch])
-        separator = ",\n"
-    yield "\n]\n"
-
-
-# The texts of each format, for a file here and for the server's streamed responses.
-TEXTS: dict[str, Callable[[Table, Iterator[list[tuple]]], Iterator[str]]] = {
-    "csv": csv_texts, "json": json_texts}
 
 
 def write_texts(out: TextIO, table: Table, rows: Iterator[list[tuple]], fmt: str) -> None:

@@ -26,16 +26,13 @@ from matplotlib.patches import PathPatch  # noqa: E402
 from matplotlib.path import Path as MplPath  # noqa: E402
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
-from .. import db  # noqa: E402
-from ..timestamps import DAY  # noqa: E402
-from . import plotdata  # noqa: E402
-from .plotdata import (  # noqa: E402
-    CO2_RECENT,
-    PINGS_ALL,
-    Group,
-    Period,
+from ..core.files import write_atomic  # noqa: E402
+from ..core.timestamps import DAY  # noqa: E402
+from ..database import (
+    db,  # noqa: E402
+    plotdata,  # noqa: E402
 )
-from .publish import write_atomic  # noqa: E402
+from ..database.plotdata import CO2_RECENT, PINGS_ALL, Group, Period
 
 WIDTH_IN = 11.0
 LEFT_IN, RIGHT_IN = 1.5, 0.7

@@ -16,10 +16,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ..timestamps import DAY
+from ..core.timestamps import DAY
+from ..database.plotdata import STATUS_DEPLOYED, Period, periods, to_text
+from ..database.state import read_state, transaction, write_state
 from .importer.report import StageReport
-from .importer.store import read_state, transaction, write_state
-from .plotdata import STATUS_DEPLOYED, Period, periods, to_text
 
 STATE_DAY = "data_quality_day"  # toolchain_state: the UTC day of the last full rewrite
 _COLUMNS = ("unit_id", "rows_imported", "rows_dropped", "lost_share", "first_reading",

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 
-from ..timestamps import DAY
-from . import plotdata, quality
-from .plotdata import Period
-from .publish import write_atomic
+from ..core.files import write_atomic
+from ..core.timestamps import DAY
+from ..database import plotdata
+from ..database.plotdata import Period
+from . import quality
 
 PINGS_SUMMARY = "pings_summary.html"
 CO2_SUMMARY = "co2_summary.html"
@@ -50,13 +51,6 @@ class UnitSummary:
     max_dbm: int | None = None
 
 
-def _current_deployment(periods: list[Period], now: float) -> Period | None:
-    """The unit's latest period with status `deployed` that has started."""
-    started = [p for p in periods if p.status == plotdata.STATUS_DEPLOYED
-               and (p.start is None or p.start <= now)]
-    return max(started, key=lambda p: p.start or 0.0, default=None)
-
-
 def unit_summaries(conn: sqlite3.Connection, now: float) -> list[UnitSummary]:
     """Every unit seen in pings, readings or deployments; deployed units first."""
     periods = plotdata.periods(conn)
@@ -77,7 +71,7 @@ def _summary(conn: sqlite3.Connection, unit: str, periods: list[Period],
                         "ORDER BY ping_ts DESC LIMIT 1", (unit,)).fetchone()
     if last:
         row.last_ping, row.last_dbm, row.nickname = last[0][:19].replace("T", " "), last[1], last[2]
-    current = _current_deployment(periods, now)
+    current = plotdata.current_deployment(periods, now)
     latest = max(periods, key=lambda p: p.start or 0.0, default=None)
     for p in (latest, current):
         if p is not None:

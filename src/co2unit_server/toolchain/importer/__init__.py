@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ...config import Config
+from ...core.config import Config
 from .deployments import import_deployments
 from .errorlogs import import_errors
 from .measurements import import_measurements

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ...timestamps import utc_datetime
+from ...core.timestamps import utc_datetime
+from ...database.state import transaction
 from . import sources
 from .report import StageReport
-from .store import transaction
 
 KIND = "deployments"
 COLUMNS = ("unit_id", "nickname", "site", "tier", "status", "start_ts", "end_ts", "note")

@@ -11,9 +11,9 @@ import re
 import sqlite3
 from pathlib import Path
 
+from ...database.state import transaction
 from . import sources
 from .report import StageReport
-from .store import transaction
 
 KIND = "errors"
 _HEADLINE = re.compile(

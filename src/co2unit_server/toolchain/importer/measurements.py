@@ -23,15 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ... import db, rawlog
+from ...database import db
+from ...database.state import read_state, transaction, write_state
+from ...records import rawlog
 from . import sources
 from .report import StageReport
-from .store import read_state, transaction, write_state
 
 if TYPE_CHECKING:
-    from ...gateways.tcp_format import History, RecordFormat
-    from ...gateways.ws_format import WsLine
-    from ...measurement_store import Measurement, Receipt
+    from ...database.rows import Measurement, Receipt
+    from ...records.tcp_format import History, RecordFormat
+    from ...records.ws_format import WsLine
 
 KIND = "measurements"
 REGISTRY_STATE = "measurements:tcp_device_types"  # the registry the TCP logs were read with
@@ -73,7 +74,7 @@ def history_carry(history: History | None) -> str | None:
 
 def carried_history(carry: str | None) -> History | None:
     """The inverse of history_carry."""
-    from ...gateways.tcp_format import History
+    from ...records.tcp_format import History
 
     if carry is None:
         return None
@@ -92,7 +93,7 @@ def find_logs(data_dir: Path) -> list[sources.Found]:
 
 def parse_ws(raw: bytes) -> WsLine | None:
     """A WebSocket raw log line's fields, or None when no gateway wrote it so."""
-    from ...gateways.ws_format import WsLine
+    from ...records.ws_format import WsLine
 
     try:
         return WsLine.parse(raw)
@@ -103,7 +104,7 @@ def parse_ws(raw: bytes) -> WsLine | None:
 def decoders(registry: dict[int, RecordFormat]) -> dict[str, Family]:
     """The reading of each family's lines, the gateways' own."""
     # Imported here: the formats import measurement_store, which imports the toolchain.
-    from ...gateways import pull_format, tcp_format, ws_format
+    from ...records import pull_format, tcp_format, ws_format
 
     def tcp(line: rawlog.RawLine, device: str, source: str,
             history: History | None) -> tuple[Receipt, list[Measurement], History | None]:
@@ -125,7 +126,7 @@ def decoders(registry: dict[int, RecordFormat]) -> dict[str, Family]:
 def import_measurements(conn: sqlite3.Connection, data_dir: Path,
                         device_types: Sequence[str], report: StageReport) -> None:
     """Import the new lines of every gateway raw log, each device's files in order."""
-    from ...gateways import tcp_format
+    from ...records import tcp_format
 
     registry = tcp_format.parse_device_types(device_types)
     decode = decoders(registry)

@@ -6,12 +6,12 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 
-from ...pinglog import INSERT_PING, PING_FILE_RE
-from ...timestamps import utc_datetime
+from ...core.timestamps import utc_datetime
+from ...database.state import transaction
+from ...records.pinglog import INSERT_PING, PING_FILE_RE
+from ...records.readings import HW_ID, NON_PRINTING
 from . import sources
-from .readings import HW_ID, NON_PRINTING
 from .report import StageReport
-from .store import transaction
 
 KIND = "pings"
 # Exactly what the server writes, so its live rows and the imported ones share the key.

@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .store import transaction
+from ...database.state import transaction
 
 DROPPED_SAMPLE_CHARS = 200
 # Outcomes whose reasons are listed on the progress line, in this order; the second kind

@@ -11,9 +11,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ...gateways import sessions
+from ...database.state import transaction
+from ...records import sessions
 from .report import StageReport
-from .store import transaction
 
 
 def import_sessions(conn: sqlite3.Connection, data_dir: Path, report: StageReport) -> None:

@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...db import REREAD
+from ...core.files import natural_key
+from ...database.db import REREAD
 
 # remote_data/sessions/sessions.log: the streaming sessions, no unit either.
-from ...gateways.sessions import LOG_DIR as SESSIONS_DIR
+from ...records.sessions import LOG_DIR as SESSIONS_DIR
 
 # import_files.size of a file read in part: no file has it, so its stat never looks unchanged.
 UNFINISHED = -1
 HEAD_BYTES = 4096
 TAIL_BYTES = 1024
-_DIGITS = re.compile(r"(\d+)")
 # remote_data/<family>/<device>/NNNN.log: the gateways' raw logs (rawlog.py), not CO2 units.
 GATEWAY_FAMILIES = ("tcp", "pull", "ws")
 
@@ -75,11 +74,6 @@ class Plan:
     unchanged: list[tuple[Found, State]]
     replaced: list[State]  # imported bytes changed or file shrank: its rows must go
     vanished: list[State]  # no longer on disk
-
-
-def natural_key(name: str) -> list:
-    """Sort key that puts readings-10000.tsv after readings-9999.tsv."""
-    return [int(p) if p.isdigit() else p for p in _DIGITS.split(name)]
 
 
 def _files_in(directory: Path, suffix: str) -> Iterator[os.DirEntry]:

@@ -1,0 +1,1 @@
+"""The database: schema and connections, the writers, the queries the layers above share."""

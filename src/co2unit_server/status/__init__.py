@@ -1,0 +1,1 @@
+"""Live status: units, gateway devices, and `check` over both."""
