@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_server.py [--ini server.ini.example] [--rounds 5]
         [--servers ours,floor,bare]     # or ours,plain: what metrics and the admin login cost
+        [--old REV]                     # with `old` in --servers: the unit server of REV
 
 Reports alive pings/s and p99 at 16 concurrent connections, and push throughput for 32 units
 each pushing 256 KB in 4 KB chunks (verified byte-identical on our server), with our/bare ratios.
@@ -9,6 +10,9 @@ A third server, the stack's floor (bench/floor_app.py: Flask-RESTful that only s
 with an fdatasync), shows what the chosen stack and an fsync per chunk cost by themselves.
 `ours` runs with its metrics and an admin login (admin_users_file) on; `plain` is the same app
 without either (bench/plain_app.py), so ours/plain is what they cost the units' requests.
+`old` is the unit server of an earlier git revision (--old REV: its src and server.ini.example
+from `git archive`, first on the PYTHONPATH), so that a change is measured against what it
+replaced in the same run.
 The servers run side by side and are measured in alternating rounds, so that the noise of a
 shared machine hits all alike; the figures are the medians over the rounds.
 Loopback only; every loop is bounded by its request count.
@@ -17,9 +21,12 @@ Loopback only; every loop is bounded by its request count.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -34,10 +41,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 CHUNK = 4096
 PING_CONNECTIONS = 16
-SERVERS = ("ours", "plain", "floor", "bare")
+SERVERS = ("ours", "old", "plain", "floor", "bare")
 # (numerator, denominator, what it shows), printed for the pairs that were run.
 RATIOS = (("ours", "bare", "ours/bare"), ("floor", "bare", "floor/bare"),
-          ("ours", "floor", "ours/floor"), ("ours", "plain", "metrics+login: ours/plain"))
+          ("ours", "floor", "ours/floor"), ("old", "floor", "old/floor"),
+          ("ours", "old", "ours/old"), ("ours", "plain", "metrics+login: ours/plain"))
 TARGETS = {"ping": "pings/s, target >= 0.25x bare, >= 0.90x plain",
            "push": "push chunks/s, target >= 0.45x bare, >= 0.90x plain, every chunk fsynced"}
 
@@ -108,12 +116,24 @@ def low_high(ours: list[LoadResult], other: list[LoadResult]) -> str:
     return f"{median:.2f}x ({low:.2f}-{high:.2f})"
 
 
+def old_revision(rev: str, into: Path) -> Path:
+    """The src/ and server.ini.example of git revision `rev`, unpacked into `into`."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src",
+                              "server.ini.example"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
 def server_args(name: str, tuning: list[str], base: Path) -> tuple[list[str], dict[str, str]]:
     """uWSGI overrides and environment for one of the compared servers."""
-    if name == "ours":
+    if name in ("ours", "old"):
         users = base / "admin-users"
         add_user(users, "bench", "bench-password")
-        return tuning, {"CO2UNIT_ADMIN_USERS_FILE": str(users)}
+        env = {"CO2UNIT_ADMIN_USERS_FILE": str(users)}
+        if name == "old":
+            env["PYTHONPATH"] = str(base / "revision" / "src")
+        return tuning, env
     args = tuning + ["--uwsgi-option", f"module={name}_app:application",
                      "--uwsgi-option", f"pythonpath={BENCH_DIR}"]
     if name in ("bare", "plain"):
@@ -134,12 +154,15 @@ def main() -> int:
                         help="override an option of the ini for every server (repeatable)")
     parser.add_argument("--servers", default="ours,floor,bare",
                         help=f"comma-separated, of {', '.join(SERVERS)} (default: %(default)s)")
+    parser.add_argument("--old", metavar="REV", help="the git revision `old` runs")
     args = parser.parse_args()
     tuning = [arg for option in args.uwsgi_option for arg in ("--uwsgi-option", option)]
     ini = Path(args.ini)
     names = tuple(name for name in args.servers.split(",") if name)
     if not names or not set(names) <= set(SERVERS):
         parser.error(f"--servers takes names of {', '.join(SERVERS)}")
+    if ("old" in names) != bool(args.old):
+        parser.error("--old REV goes with `old` in --servers")
     results: dict[tuple[str, str], list[LoadResult]] = {}
     # Server CPU per request: steadier than req/s on a machine that others use too.
     cpu_us: dict[tuple[str, str], list[float]] = {}
@@ -148,9 +171,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         servers = {}
         for name in names:
+            server_ini = ini
+            if name == "old":
+                server_ini = old_revision(args.old, Path(tmp) / name / "revision") / "server.ini.example"
             extra, env = server_args(name, tuning, Path(tmp) / name)
             servers[name] = stack.enter_context(
-                ServerProcess(Path(tmp) / name, ini, env=env, extra_args=extra))
+                ServerProcess(Path(tmp) / name, server_ini, env=env, extra_args=extra))
         for round_no in range(args.rounds):
             # Rotate who goes first, so none always runs on a warmer (or busier) machine.
             order = names[round_no % len(names):] + names[:round_no % len(names)]
@@ -165,7 +191,7 @@ def main() -> int:
                     results.setdefault((name, kind), []).append(result)
                     cpu_us.setdefault((name, kind), []).append(
                         (server_cpu_s(server) - cpu_before) / result.requests * 1e6)
-                    if kind == "push" and name in ("ours", "plain"):
+                    if kind == "push" and name in ("ours", "old", "plain"):
                         identical = identical and verify(server, files)
 
     print(f"uWSGI settings from {ini} {' '.join(args.uwsgi_option)}; {args.rounds} rounds, "
