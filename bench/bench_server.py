@@ -172,8 +172,9 @@ def main() -> int:
         servers = {}
         for name in names:
             server_ini = ini
-            if name == "old":
-                server_ini = old_revision(args.old, Path(tmp) / name / "revision") / "server.ini.example"
+            if name == "old":  # its own settings: a newer ini may name settings it lacks
+                revision = old_revision(args.old, Path(tmp) / name / "revision")
+                server_ini = revision / "server.ini.example"
             extra, env = server_args(name, tuning, Path(tmp) / name)
             servers[name] = stack.enter_context(
                 ServerProcess(Path(tmp) / name, server_ini, env=env, extra_args=extra))
